@@ -214,6 +214,42 @@ class Location:
             return []
         return sorted(entries, key=lambda e: e.name)
 
+    def walk_batches(self, start_after: str, stop_after: str) -> Iterator[tuple[str, str, int]]:
+        """Files one level down in sub-folders named ``start_after < name <= stop_after``:
+        yields ``(folder, file_name, size)`` sorted by folder then file. Deeper entries (``.cda/``,
+        ``cda/``) are not yielded. On S3 this is ONE paginated listing with ``StartAfter`` that stops
+        at the first key past ``stop_after``, so its cost follows the new folders, not the history."""
+        if self.is_s3:
+            yield from self._walk_s3(start_after, stop_after)
+            return
+        for folder in self.list_children(start_after=start_after):
+            if not folder.is_dir:
+                continue
+            if folder.name > stop_after:
+                break
+            for child in self.join(folder.name).list_children():
+                if not child.is_dir:
+                    yield folder.name, child.name, child.size
+
+    def _walk_s3(self, start_after: str, stop_after: str) -> Iterator[tuple[str, str, int]]:
+        client = _s3_client(S3Settings.from_env())
+        prefix = f"{self.key}/" if self.key else ""
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": prefix,
+            "StartAfter": f"{prefix}{start_after}/\U0010ffff",
+        }
+        try:
+            for page in client.get_paginator("list_objects_v2").paginate(**kwargs):
+                for obj in page.get("Contents", []):
+                    parts = obj["Key"][len(prefix) :].split("/")
+                    if parts[0] > stop_after:
+                        return
+                    if len(parts) == 2:
+                        yield parts[0], parts[1], int(obj["Size"])
+        except client.exceptions.NoSuchBucket as exc:
+            raise StorageError(f"Bucket {self.bucket!r} of {self.uri} does not exist.") from exc
+
     def _list_s3(self, start_after: str | None) -> Iterator[ChildEntry]:
         client = _s3_client(S3Settings.from_env())
         prefix = f"{self.key}/" if self.key else ""

@@ -1,0 +1,306 @@
+"""OutputWriter and Savepoints: copy a table's pending CDA batches into its raw Delta table.
+
+The rules, each enforced here and nowhere else:
+- One Delta commit per CDA timestamp folder, in ascending order. Its commit metadata carries
+  ``gw_watermark`` (the folder's timestamp) and ``gw_fingerprint``.
+- Exactly once: each commit also records the Delta app transaction ``(APP_ID, timestamp)``, so
+  ``DeltaTable.transaction_version(APP_ID)`` is the table's loaded watermark (the savepoint). A batch
+  is written against the very snapshot on which its watermark was checked; delta-rs refuses that
+  commit if another writer recorded the same app id meanwhile, and the loop then reloads and skips.
+  A crash between two commits leaves only uncommitted data files, never a half batch.
+- Schema evolution: new columns are merged (earlier rows read back as null); a column whose type
+  changes fails the table with ``SchemaTypeChangeError`` before anything of that batch is written.
+- Memory is bounded by record batches: files are streamed, never collected into one table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+
+from guidewire_pipeline.cda.load_plan import LoadPlan, PendingBatch, plan_table
+from guidewire_pipeline.cda.manifest import ManifestEntry
+from guidewire_pipeline.cda.storage import Location
+
+APP_ID = "guidewire-cda"
+# A checkpoint every 50 commits: reading the loaded watermark then replays at most 49 JSON commits,
+# whatever the table's age, and each checkpoint stays cheap to write.
+TABLE_CONFIGURATION = {
+    "delta.checkpointInterval": "50",
+    "delta.enableChangeDataFeed": "true",
+    "delta.appendOnly": "true",
+}
+READ_BATCH_ROWS = 64 * 1024
+MAX_COMMIT_ATTEMPTS = 5
+
+CloneMode = Literal["deep", "shallow"]
+Progress = Callable[[str], None]
+
+
+class SchemaTypeChangeError(Exception):
+    """A column's type differs between the Delta table and a new CDA batch."""
+
+    def __init__(self, table: str, column: str, delta_type: str, new_type: str, batch: str) -> None:
+        super().__init__(
+            f"Table {table!r}: column {column!r} changed type from {delta_type} (in Delta) to {new_type} "
+            f"(in CDA batch {batch}). Nothing of that batch was written. CDA schema changes are expected "
+            "to be additive; recreate the raw table (and downstream layers) to accept the new type."
+        )
+        self.table, self.column = table, column
+
+
+@dataclass
+class TableSyncResult:
+    """What syncing one table did. Picklable: it travels back from Ray workers."""
+
+    table: str
+    status: Literal["loaded", "up_to_date", "failed"]
+    manifest_watermark: int | None
+    watermark_before: int | None
+    watermark_after: int | None
+    batches_applied: int = 0
+    rows_added: int = 0
+    bytes_read: int = 0
+    delta_version: int | None = None
+    total_rows: int | None = None
+    columns: list[tuple[str, str]] = field(default_factory=list)
+    fingerprints: list[str] = field(default_factory=list)  # fingerprints whose schema has been loaded
+    duration_s: float = 0.0
+    uri: str = ""
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def lag_ms(self) -> int | None:
+        """Milliseconds the loaded watermark is behind the manifest; None while the table has no data."""
+        if self.manifest_watermark is None or self.watermark_after is None:
+            return None
+        return max(self.manifest_watermark - self.watermark_after, 0)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+@dataclass(frozen=True)
+class DeltaTableState:
+    """The Delta side of one raw table, read from its log (no data files)."""
+
+    exists: bool
+    version: int | None = None
+    loaded_watermark: int | None = None
+    total_rows: int | None = None
+    columns: tuple[tuple[str, str], ...] = ()
+
+
+def open_table(location: Location, *, without_files: bool = True) -> DeltaTable | None:
+    """The Delta table at ``location``, or None when there is none yet."""
+    try:
+        return DeltaTable(location.delta_uri, storage_options=location.delta_storage_options(),
+                          without_files=without_files)
+    except TableNotFoundError:
+        return None
+
+
+def loaded_watermark(table: DeltaTable | None) -> int | None:
+    """The table's savepoint: the last CDA timestamp committed, from the app transaction."""
+    if table is None:
+        return None
+    return table.transaction_version(APP_ID)
+
+
+def read_table_state(location: Location) -> DeltaTableState:
+    """Version, loaded watermark, row count (from file statistics) and schema of a raw table."""
+    table = open_table(location, without_files=False)
+    if table is None:
+        return DeltaTableState(exists=False)
+    return DeltaTableState(
+        exists=True,
+        version=table.version(),
+        loaded_watermark=loaded_watermark(table),
+        total_rows=_row_count(table),
+        columns=tuple(_columns(_arrow_schema(table))),
+    )
+
+
+def sync_table(
+    entry: ManifestEntry,
+    location: Location,
+    *,
+    clone_mode: CloneMode = "deep",
+    progress: Progress | None = None,
+) -> TableSyncResult:
+    """Bring the raw Delta table at ``location`` up to ``entry``'s manifest watermark.
+
+    Never raises for a table-level problem: the result carries ``status="failed"`` and an error that
+    names the table, so one bad table never stops the others.
+    """
+    started = time.monotonic()
+    result = TableSyncResult(
+        table=entry.table, status="up_to_date", manifest_watermark=entry.manifest_watermark,
+        watermark_before=None, watermark_after=None, uri=location.uri,
+    )
+    try:
+        table = open_table(location)
+        result.watermark_before = result.watermark_after = loaded_watermark(table)
+        plan = plan_table(entry, result.watermark_before)
+        result.warnings.extend(plan.warnings)
+        if progress and plan.batches:
+            progress(f"{entry.table}: {len(plan.batches)} pending batches, {plan.pending_files} files, "
+                     f"{plan.pending_bytes / 1e6:.1f} MB")
+        for number, batch in enumerate(plan.batches, start=1):
+            table, applied, rows = _apply_batch(entry.table, location, table, batch, clone_mode)
+            result.watermark_after = loaded_watermark(table)
+            if applied:
+                result.batches_applied += 1
+                result.rows_added += rows
+                result.bytes_read += batch.size
+                result.status = "loaded"
+            if progress:
+                verb = "committed" if applied else "already committed by another writer"
+                progress(f"{entry.table}: batch {number}/{len(plan.batches)} ({batch.timestamp}) {verb}, "
+                         f"{rows} rows")
+        _finish(result, entry, plan, location)
+    except Exception as exc:  # one table's failure is reported by name, never raised to the caller
+        result.status = "failed"
+        result.error = str(exc) if entry.table in str(exc) else f"Table {entry.table!r}: {exc}"
+    result.duration_s = time.monotonic() - started
+    return result
+
+
+def _finish(result: TableSyncResult, entry: ManifestEntry, plan: LoadPlan, location: Location) -> None:
+    state = read_table_state(location)
+    result.delta_version = state.version
+    result.total_rows = state.total_rows
+    result.columns = list(state.columns)
+    loaded = result.watermark_after
+    result.fingerprints = [
+        fp.fingerprint for fp in entry.fingerprints if loaded is not None and fp.starts_at <= loaded
+    ]
+
+
+def _apply_batch(
+    table_name: str, location: Location, table: DeltaTable | None, batch: PendingBatch, clone_mode: CloneMode
+) -> tuple[DeltaTable, bool, int]:
+    """Commit one CDA batch exactly once. Returns the refreshed table, whether this call committed
+    it, and the rows it wrote."""
+    if clone_mode != "deep":
+        raise ValueError(f"clone_mode {clone_mode!r} is not supported yet; use 'deep'.")
+    dataset = _batch_dataset(table_name, batch)
+    for _attempt in range(MAX_COMMIT_ATTEMPTS):
+        if table is not None and (loaded_watermark(table) or -1) >= batch.timestamp:
+            return table, False, 0  # another writer committed it: exactly once
+        if table is not None:
+            _check_types(table_name, _arrow_schema(table), dataset.schema, batch)
+        counter = _RowCounter()
+        reader = pa.RecordBatchReader.from_batches(
+            dataset.schema, counter.count(dataset.to_batches(batch_size=READ_BATCH_ROWS))
+        )
+        properties = CommitProperties(
+            custom_metadata={"gw_watermark": str(batch.timestamp), "gw_fingerprint": batch.fingerprint,
+                             "gw_table": table_name},
+            app_transactions=[Transaction(APP_ID, batch.timestamp)],
+            max_commit_retries=0,  # a concurrent commit must make us re-check the savepoint, not rebase
+        )
+        try:
+            write_deltalake(
+                table if table is not None else location.delta_uri,
+                reader,
+                mode="append",
+                schema_mode="merge",
+                storage_options=None if table is not None else location.delta_storage_options(),
+                configuration=None if table is not None else TABLE_CONFIGURATION,
+                commit_properties=properties,
+            )
+        except CommitFailedError:
+            table = open_table(location)  # lost a race: reload, then the savepoint decides
+            continue
+        except Exception as exc:
+            if table is None and "already exists" in str(exc).lower():
+                table = open_table(location)  # another writer created the table first
+                continue
+            raise
+        table = open_table(location) if table is None else _refreshed(table)
+        return table, True, counter.rows
+    raise RuntimeError(
+        f"Table {table_name!r}: batch {batch.timestamp} lost {MAX_COMMIT_ATTEMPTS} commit races in a row; "
+        "another writer keeps committing to this table. Run again once it has finished."
+    )
+
+
+def _batch_dataset(table_name: str, batch: PendingBatch) -> ds.Dataset:
+    """A lazy dataset over the batch's files with one schema that covers them all (nullable)."""
+    filesystem = batch.files[0].location.filesystem()
+    dataset = ds.dataset([f.location.fs_path for f in batch.files], format="parquet", filesystem=filesystem)
+    schemas = [fragment.physical_schema for fragment in dataset.get_fragments()]
+    try:
+        unified = pa.unify_schemas(schemas, promote_options="default")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ValueError(
+            f"Table {table_name!r}: the parquet files of CDA batch {batch.fingerprint}/{batch.timestamp} "
+            f"disagree on column types ({exc}). Check that folder's files."
+        ) from exc
+    unified = pa.schema([f.with_nullable(True) for f in unified])
+    return dataset.replace_schema(unified)
+
+
+def _check_types(table_name: str, delta_schema: pa.Schema, batch_schema: pa.Schema, batch: PendingBatch) -> None:
+    existing = {f.name.lower(): f for f in delta_schema}
+    for new in batch_schema:
+        old = existing.get(new.name.lower())
+        if old is not None and _type_family(old.type) != _type_family(new.type):
+            raise SchemaTypeChangeError(
+                table_name, new.name, str(old.type), str(new.type), f"{batch.fingerprint}/{batch.timestamp}"
+            )
+
+
+def _type_family(data_type: pa.DataType) -> str:
+    """Types that Delta stores the same way compare equal (string/large_string/string_view, ...)."""
+    if pa.types.is_string(data_type) or pa.types.is_large_string(data_type) or pa.types.is_string_view(data_type):
+        return "string"
+    if pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type) or pa.types.is_binary_view(data_type):
+        return "binary"
+    if pa.types.is_timestamp(data_type):
+        return "timestamp" if data_type.tz else "timestamp_ntz"
+    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type) or pa.types.is_list_view(data_type):
+        return f"list<{_type_family(data_type.value_type)}>"
+    return str(data_type)
+
+
+def _arrow_schema(table: DeltaTable) -> pa.Schema:
+    return pa.schema(table.schema().to_arrow())
+
+
+def _columns(schema: pa.Schema) -> Iterator[tuple[str, str]]:
+    for f in schema:
+        yield f.name, str(f.type)
+
+
+def _row_count(table: DeltaTable) -> int:
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if "num_records" not in actions.column_names or actions.num_rows == 0:
+        return 0
+    return int(pc.sum(actions["num_records"]).as_py() or 0)
+
+
+def _refreshed(table: DeltaTable) -> DeltaTable:
+    table.update_incremental()
+    return table
+
+
+class _RowCounter:
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def count(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for record_batch in batches:
+            self.rows += record_batch.num_rows
+            yield record_batch
