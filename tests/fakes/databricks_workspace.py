@@ -75,6 +75,8 @@ class FakeDatabricksWorkspace:
         self.host: str = ""
         self.requests: list[tuple[str, str]] = []
         self.errors: list[str] = []
+        # Cleanups plug-ins register (e.g. kill notebook processes); stop() runs them newest first.
+        self.on_stop: list[Callable[[], None]] = []
         self.lock = threading.RLock()
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._server: ThreadingHTTPServer | None = None
@@ -114,7 +116,7 @@ class FakeDatabricksWorkspace:
 
     def stop(self) -> None:
         """Stop serving; plug-ins that own processes register cleanups in ``ws.on_stop``."""
-        for cleanup in reversed(getattr(self, "on_stop", [])):
+        for cleanup in reversed(self.on_stop):
             cleanup()
         if self._server is not None:
             self._server.shutdown()
@@ -208,12 +210,13 @@ def _make_request_handler(ws: FakeDatabricksWorkspace) -> type[BaseHTTPRequestHa
                 data, content_type = bytes(payload), "application/octet-stream"
             else:
                 data, content_type = json.dumps(payload).encode(), "application/json"
+            if status == 204 or self.command == "HEAD":
+                data = b""  # 204 and HEAD carry no body; a stray one would corrupt the kept-alive connection
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
+            self.wfile.write(data)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
 
