@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from guidewire_pipeline.cda.load_plan import count_rows, plan_table
+from guidewire_pipeline.cda.manifest import Fingerprint, ManifestEntry
+
+FP_OLD, FP_NEW = "aaaa", "bbbb"
+
+
+def parquet(path: Path, rows: int = 3) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"id": list(range(rows))}), path)
+
+
+def tree(tmp_path: Path) -> Path:
+    """Old schema: 100, 200; new schema from 300: 300, 400 (= watermark), 500 (in flight)."""
+    table = tmp_path / "cc_claim"
+    for fp, ts in [(FP_OLD, 100), (FP_OLD, 200), (FP_NEW, 300), (FP_NEW, 400), (FP_NEW, 500)]:
+        parquet(table / fp / f"{ts:013d}" / "part-0.parquet")
+    return table
+
+
+def entry(table: Path, watermark: int = 400) -> ManifestEntry:
+    return ManifestEntry(
+        table="cc_claim", manifest_watermark=watermark, total_processed_records=12,
+        data_files_path=str(table),
+        fingerprints=(Fingerprint(FP_OLD, 50, 300), Fingerprint(FP_NEW, 300, None)),
+    )
+
+
+def test_range_is_loaded_exclusive_manifest_inclusive(tmp_path):
+    plan = plan_table(entry(tree(tmp_path)), loaded_watermark=None)
+    assert [(b.fingerprint, b.timestamp) for b in plan.batches] == [
+        (FP_OLD, 100), (FP_OLD, 200), (FP_NEW, 300), (FP_NEW, 400)]
+    assert plan.target_watermark == 400  # the folder AT the watermark is complete and included
+    later = plan_table(entry(tree(tmp_path)), loaded_watermark=200)
+    assert [b.timestamp for b in later.batches] == [300, 400]  # 200 itself is not reloaded
+
+
+def test_in_flight_folders_are_never_returned(tmp_path):
+    plan = plan_table(entry(tree(tmp_path), watermark=450), loaded_watermark=None)
+    assert 500 not in [b.timestamp for b in plan.batches]
+    assert plan_table(entry(tree(tmp_path)), loaded_watermark=400).batches == []
+
+
+def test_drained_fingerprints_are_not_listed(tmp_path):
+    table = tree(tmp_path)
+    plan = plan_table(entry(table), loaded_watermark=300)
+    assert [b.timestamp for b in plan.batches] == [400]
+    # The table folder, then only the live fingerprint: the old schema ended at 300 <= 300.
+    assert plan.listed == [str(table), str(table / FP_NEW)]
+    plan_all = plan_table(entry(table), loaded_watermark=None)
+    assert plan_all.listed == [str(table), str(table / FP_OLD), str(table / FP_NEW)]
+
+
+def test_caught_up_table_lists_nothing(tmp_path):
+    plan = plan_table(entry(tree(tmp_path)), loaded_watermark=400)
+    assert plan.listed == [] and plan.is_empty
+
+
+def test_junk_and_empty_files_are_ignored(tmp_path):
+    table = tree(tmp_path)
+    batch = table / FP_NEW / f"{400:013d}"
+    (batch / ".cda").mkdir()
+    (batch / ".cda" / "batch-metrics.json").write_text("{}")
+    (batch / "cda").mkdir()
+    parquet(batch / "cda" / "nested.parquet")
+    (batch / "_SUCCESS").write_text("")
+    (batch / "part-9.parquet").write_bytes(b"")
+    parquet(table / FP_NEW / "0000000000350-copy" / "part-0.parquet")  # sorts inside the range
+    plan = plan_table(entry(table), loaded_watermark=300)
+    assert [f.location.name for f in plan.batches[0].files] == ["part-0.parquet"]
+    assert any("part-9.parquet" in w for w in plan.warnings)
+    assert any("0000000000350-copy" in w for w in plan.warnings)
+    assert count_rows(plan.batches) == 3
+
+
+def test_missing_table_folder_has_nothing_pending(tmp_path):
+    plan = plan_table(entry(tmp_path / "not_there_yet"), loaded_watermark=None)
+    assert plan.batches == [] and plan.warnings == []
+
+
+def test_unknown_fingerprint_folder_is_read_with_a_warning(tmp_path):
+    table = tree(tmp_path)
+    parquet(table / "cccc" / f"{350:013d}" / "part-0.parquet")
+    plan = plan_table(entry(table), loaded_watermark=300)
+    assert [b.timestamp for b in plan.batches] == [350, 400]
+    assert any("cccc" in w and "schemaHistory" in w for w in plan.warnings)
+
+
+def test_same_plan_on_s3(tmp_path, s3_bucket):
+    from guidewire_pipeline.cda.storage import Location
+
+    local = tree(tmp_path)
+    s3_table = Location.parse(f"s3://{s3_bucket}/cda/cc_claim")
+    for path in local.rglob("*.parquet"):
+        s3_table.join(str(path.relative_to(local))).write_bytes(path.read_bytes())
+    s3_entry = ManifestEntry("cc_claim", 400, 12, s3_table.uri, entry(local).fingerprints)
+    plan = plan_table(s3_entry, loaded_watermark=200)
+    assert [(b.fingerprint, b.timestamp) for b in plan.batches] == [(FP_NEW, 300), (FP_NEW, 400)]
+    assert plan.batches[0].files[0].location.uri.startswith(f"s3://{s3_bucket}/cda/cc_claim/{FP_NEW}/")
+    assert count_rows(plan.batches) == 6
