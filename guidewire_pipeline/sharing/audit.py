@@ -44,7 +44,12 @@ AUDIT_SCHEMA = pa.schema(
     ]
 )
 
-_ENDS_RESOURCE = {ActionKind.DELETE_SHARE, ActionKind.DELETE_RECIPIENT, ActionKind.REMOVE_OBJECT, ActionKind.REVOKE}
+_ENDS_RESOURCE = {
+    ActionKind.DELETE_SHARE,
+    ActionKind.DELETE_RECIPIENT,
+    ActionKind.REMOVE_OBJECT,
+    ActionKind.REVOKE,
+}
 
 
 def audit_table_uri(delta_root: str) -> str:
@@ -74,20 +79,22 @@ def record_changes(
     for r in applied:
         a = r.action
         ends = a.kind in _ENDS_RESOURCE
-        inserts.append({
-            "resource_type": a.resource_type,
-            "resource_name": a.resource_name,
-            "attributes": None if ends else json.dumps(a.attributes, sort_keys=True, default=str),
-            "change": a.kind.value,
-            "change_detail": a.describe() + (f" [{r.message}]" if r.message else ""),
-            "share_pack": pack.pack_id,
-            "requestor": pack.metadata.requestor,
-            "project_name": pack.metadata.project_name,
-            "run_id": run_id,
-            "effective_from": at,
-            "effective_to": at if ends else None,
-            "is_current": not ends,
-        })
+        inserts.append(
+            {
+                "resource_type": a.resource_type,
+                "resource_name": a.resource_name,
+                "attributes": None if ends else json.dumps(a.attributes, sort_keys=True, default=str),
+                "change": a.kind.value,
+                "change_detail": a.describe() + (f" [{r.message}]" if r.message else ""),
+                "share_pack": pack.pack_id,
+                "requestor": pack.metadata.requestor,
+                "project_name": pack.metadata.project_name,
+                "run_id": run_id,
+                "effective_from": at,
+                "effective_to": at if ends else None,
+                "is_current": not ends,
+            }
+        )
 
     try:
         table = DeltaTable(table_uri, storage_options=storage_options)
@@ -98,8 +105,15 @@ def record_changes(
     close_keys |= _cascaded_keys(table, applied)
     staged = [{**row, "merge_key": None} for row in inserts]
     staged += [
-        {**{f.name: None for f in AUDIT_SCHEMA}, "resource_type": t, "resource_name": n, "change": "close",
-         "effective_from": at, "is_current": False, "merge_key": f"{t}|{n}"}
+        {
+            **{f.name: None for f in AUDIT_SCHEMA},
+            "resource_type": t,
+            "resource_name": n,
+            "change": "close",
+            "effective_from": at,
+            "is_current": False,
+            "merge_key": f"{t}|{n}",
+        }
         for t, n in sorted(close_keys)
     ]
     source = pa.Table.from_pylist(staged, schema=AUDIT_SCHEMA.append(pa.field("merge_key", pa.string())))
@@ -121,8 +135,11 @@ def record_changes(
 def _cascaded_keys(table: Any, applied: list[ActionResult]) -> set[tuple[str, str]]:
     """Current object and grant rows that a share or recipient deletion (or replacement) ended."""
     shares = {r.action.name for r in applied if r.action.kind == ActionKind.DELETE_SHARE}
-    recipients = {r.action.name for r in applied
-                  if r.action.kind in (ActionKind.DELETE_RECIPIENT, ActionKind.REPLACE_RECIPIENT)}
+    recipients = {
+        r.action.name
+        for r in applied
+        if r.action.kind in (ActionKind.DELETE_RECIPIENT, ActionKind.REPLACE_RECIPIENT)
+    }
     if not shares and not recipients:
         return set()
     current = table.to_pyarrow_table(columns=["resource_type", "resource_name", "is_current"]).to_pylist()

@@ -18,10 +18,19 @@ from typing import Any, Protocol
 from guidewire_pipeline.sharing.plan import LiveObject, LiveRecipient, LiveShare, LiveState, managing_pack
 from guidewire_pipeline.sharing.sharepack import SharePack
 
-ALREADY_EXISTS_CODES = {"SHARE_ALREADY_EXISTS", "RECIPIENT_ALREADY_EXISTS", "RESOURCE_ALREADY_EXISTS",
-                        "ALREADY_EXISTS"}
-DOES_NOT_EXIST_CODES = {"SHARE_DOES_NOT_EXIST", "RECIPIENT_DOES_NOT_EXIST", "RESOURCE_DOES_NOT_EXIST",
-                        "NOT_FOUND", "TABLE_DOES_NOT_EXIST"}
+ALREADY_EXISTS_CODES = {
+    "SHARE_ALREADY_EXISTS",
+    "RECIPIENT_ALREADY_EXISTS",
+    "RESOURCE_ALREADY_EXISTS",
+    "ALREADY_EXISTS",
+}
+DOES_NOT_EXIST_CODES = {
+    "SHARE_DOES_NOT_EXIST",
+    "RECIPIENT_DOES_NOT_EXIST",
+    "RESOURCE_DOES_NOT_EXIST",
+    "NOT_FOUND",
+    "TABLE_DOES_NOT_EXIST",
+}
 
 
 class SharingApiError(Exception):
@@ -188,7 +197,11 @@ class UnityCatalogBackend:
 
     # -- write -----------------------------------------------------------------------------------
     def create_recipient(self, name: str, attributes: dict[str, Any]) -> str | None:
-        from databricks.sdk.service.sharing import AuthenticationType, IpAccessList, SecurablePropertiesKvPairs
+        from databricks.sdk.service.sharing import (
+            AuthenticationType,
+            IpAccessList,
+            SecurablePropertiesKvPairs,
+        )
 
         with _api_errors():
             info = self._w.recipients.create(
@@ -197,9 +210,11 @@ class UnityCatalogBackend:
                 comment=attributes["comment"],
                 data_recipient_global_metastore_id=attributes.get("metastore_id"),
                 ip_access_list=IpAccessList(allowed_ip_addresses=attributes["allowed_ips"])
-                if attributes.get("allowed_ips") else None,
+                if attributes.get("allowed_ips")
+                else None,
                 properties_kvpairs=SecurablePropertiesKvPairs(properties=attributes["properties"])
-                if attributes.get("properties") else None,
+                if attributes.get("properties")
+                else None,
             )
         links = [t.activation_url for t in info.tokens or [] if t.activation_url]
         return links[0] if links else info.activation_url
@@ -213,9 +228,12 @@ class UnityCatalogBackend:
                 name,
                 comment=attributes["comment"],
                 # An empty list lifts the restriction; D2D recipients have no IP access list.
-                ip_access_list=IpAccessList(allowed_ip_addresses=attributes["allowed_ips"]) if is_token else None,
+                ip_access_list=IpAccessList(allowed_ip_addresses=attributes["allowed_ips"])
+                if is_token
+                else None,
                 properties_kvpairs=SecurablePropertiesKvPairs(properties=attributes["properties"])
-                if attributes.get("properties") else None,
+                if attributes.get("properties")
+                else None,
             )
 
     def delete_recipient(self, name: str) -> None:
@@ -255,8 +273,9 @@ class UnityCatalogBackend:
                     data_object.history_data_sharing_status = SharedDataObjectHistoryDataSharingStatus(
                         "ENABLED" if history else "DISABLED"
                     )
-            requests.append(SharedDataObjectUpdate(action=SharedDataObjectUpdateAction(action),
-                                                   data_object=data_object))
+            requests.append(
+                SharedDataObjectUpdate(action=SharedDataObjectUpdateAction(action), data_object=data_object)
+            )
         with _api_errors():
             self._w.shares.update(name, updates=requests)
 

@@ -200,7 +200,10 @@ class Plan:
                 )
         else:
             lines.append("No changes: the workspace matches the pack.")
-        for title, items in (("Refused (nothing will be applied)", self.refusals), ("Orphaned", self.orphans)):
+        for title, items in (
+            ("Refused (nothing will be applied)", self.refusals),
+            ("Orphaned", self.orphans),
+        ):
             if items:
                 lines += ["", f"**{title}**", ""]
                 lines += [f"- {i.resource_type} `{i.name}`: {_md(i.message)}" for i in items]
@@ -244,13 +247,21 @@ def _ownership(
     if owner == pack.pack_id:
         return None, False
     if owner is not None:
-        return Refusal(kind, spec.name, f"{kind} {spec.name!r} is managed by share pack {owner!r}: remove it from "
-                       "one of the two packs (or release it there first)"), False
+        return Refusal(
+            kind,
+            spec.name,
+            f"{kind} {spec.name!r} is managed by share pack {owner!r}: remove it from "
+            "one of the two packs (or release it there first)",
+        ), False
     if pack.adopts(spec):
         return None, True
-    return Refusal(kind, spec.name, f"{kind} {spec.name!r} already exists in the workspace and no share pack "
-                   f"manages it: set `adopt: true` on this {kind} (or `options.adopt: true`) to take it over, "
-                   "or rename it in the pack"), False
+    return Refusal(
+        kind,
+        spec.name,
+        f"{kind} {spec.name!r} already exists in the workspace and no share pack "
+        f"manages it: set `adopt: true` on this {kind} (or `options.adopt: true`) to take it over, "
+        "or rename it in the pack",
+    ), False
 
 
 def compute_plan(pack: SharePack, live: LiveState) -> Plan:
@@ -265,8 +276,9 @@ def compute_plan(pack: SharePack, live: LiveState) -> Plan:
         want = recipient_attributes(spec, pid)
         have = live.recipients.get(spec.name)
         if have is None:
-            plan.actions.append(Action(ActionKind.CREATE_RECIPIENT, None, spec.name, "not in the workspace",
-                                       attributes=want))
+            plan.actions.append(
+                Action(ActionKind.CREATE_RECIPIENT, None, spec.name, "not in the workspace", attributes=want)
+            )
             continue
         refusal, adopting = _ownership(pack, spec, "recipient", have.comment)
         if refusal:
@@ -284,15 +296,30 @@ def compute_plan(pack: SharePack, live: LiveState) -> Plan:
         if replace_changes:
             if not pack.allows_replace(spec):
                 what = "; ".join(map(str, replace_changes))
-                plan.refusals.append(Refusal("recipient", spec.name, (
-                    f"needs a replace ({what}): the recipient would be deleted and recreated, which drops its "
-                    "grants and invalidates its credentials. Set `allow_replace: true` on recipient "
-                    f"{spec.name!r} (or `options.allow_replace: true`) to accept, or keep the old value")))
+                plan.refusals.append(
+                    Refusal(
+                        "recipient",
+                        spec.name,
+                        (
+                            f"needs a replace ({what}): the recipient would be deleted and recreated, which drops its "
+                            "grants and invalidates its credentials. Set `allow_replace: true` on recipient "
+                            f"{spec.name!r} (or `options.allow_replace: true`) to accept, or keep the old value"
+                        ),
+                    )
+                )
                 refused.add(spec.name)
                 continue
             replaced.add(spec.name)
-            plan.actions.append(Action(ActionKind.REPLACE_RECIPIENT, None, spec.name,
-                                       "forces replacement (allow_replace is set)", tuple(replace_changes), want))
+            plan.actions.append(
+                Action(
+                    ActionKind.REPLACE_RECIPIENT,
+                    None,
+                    spec.name,
+                    "forces replacement (allow_replace is set)",
+                    tuple(replace_changes),
+                    want,
+                )
+            )
             continue
         changes = [
             Change(f, b, a)
@@ -302,12 +329,20 @@ def compute_plan(pack: SharePack, live: LiveState) -> Plan:
             )
             if b != a
         ]
-        if want["properties"] and {k: have.properties.get(k) for k in want["properties"]} != want["properties"]:
-            changes.append(Change("properties", {k: have.properties.get(k) for k in want["properties"]},
-                                  want["properties"]))
+        if (
+            want["properties"]
+            and {k: have.properties.get(k) for k in want["properties"]} != want["properties"]
+        ):
+            changes.append(
+                Change(
+                    "properties", {k: have.properties.get(k) for k in want["properties"]}, want["properties"]
+                )
+            )
         if changes:
             reason = "adopt: mark as managed by this pack" if adopting else "differs from the pack"
-            plan.actions.append(Action(ActionKind.UPDATE_RECIPIENT, None, spec.name, reason, tuple(changes), want))
+            plan.actions.append(
+                Action(ActionKind.UPDATE_RECIPIENT, None, spec.name, reason, tuple(changes), want)
+            )
 
     # shares, their objects and grants
     for spec in pack.share:
@@ -315,14 +350,35 @@ def compute_plan(pack: SharePack, live: LiveState) -> Plan:
         comment = with_marker(spec.comment, pid)
         grants_wanted = [r for r in spec.recipients if r not in refused]
         if have_share is None:
-            plan.actions.append(Action(ActionKind.CREATE_SHARE, None, spec.name, "not in the workspace",
-                                       attributes={"comment": comment}))
+            plan.actions.append(
+                Action(
+                    ActionKind.CREATE_SHARE,
+                    None,
+                    spec.name,
+                    "not in the workspace",
+                    attributes={"comment": comment},
+                )
+            )
             for obj in spec.data_objects:
-                plan.actions.append(Action(ActionKind.ADD_OBJECT, spec.name, obj.name, "new share",
-                                           attributes=object_attributes(obj)))
+                plan.actions.append(
+                    Action(
+                        ActionKind.ADD_OBJECT,
+                        spec.name,
+                        obj.name,
+                        "new share",
+                        attributes=object_attributes(obj),
+                    )
+                )
             for recipient in grants_wanted:
-                plan.actions.append(Action(ActionKind.GRANT, spec.name, recipient, "new share",
-                                           attributes={"privilege": "SELECT"}))
+                plan.actions.append(
+                    Action(
+                        ActionKind.GRANT,
+                        spec.name,
+                        recipient,
+                        "new share",
+                        attributes={"privilege": "SELECT"},
+                    )
+                )
             continue
         refusal, adopting = _ownership(pack, spec, "share", have_share.comment)
         if refusal:
@@ -330,18 +386,33 @@ def compute_plan(pack: SharePack, live: LiveState) -> Plan:
             continue
         if have_share.comment != comment:
             reason = "adopt: mark as managed by this pack" if adopting else "comment differs from the pack"
-            plan.actions.append(Action(ActionKind.UPDATE_SHARE, None, spec.name, reason,
-                                       (Change("comment", have_share.comment, comment),), {"comment": comment}))
+            plan.actions.append(
+                Action(
+                    ActionKind.UPDATE_SHARE,
+                    None,
+                    spec.name,
+                    reason,
+                    (Change("comment", have_share.comment, comment),),
+                    {"comment": comment},
+                )
+            )
         _diff_objects(pack, spec, have_share, plan)
         holders = {r for r in have_share.grants if r not in replaced}
         for recipient in grants_wanted:
             if recipient not in holders:
                 why = "recipient is replaced" if recipient in replaced else "not granted in the workspace"
-                plan.actions.append(Action(ActionKind.GRANT, spec.name, recipient, why,
-                                           attributes={"privilege": "SELECT"}))
+                plan.actions.append(
+                    Action(ActionKind.GRANT, spec.name, recipient, why, attributes={"privilege": "SELECT"})
+                )
         for recipient in sorted(holders - set(spec.recipients)):
-            plan.actions.append(Action(ActionKind.REVOKE, spec.name, recipient,
-                                       "granted in the workspace, not in the pack (granted by hand?)"))
+            plan.actions.append(
+                Action(
+                    ActionKind.REVOKE,
+                    spec.name,
+                    recipient,
+                    "granted in the workspace, not in the pack (granted by hand?)",
+                )
+            )
 
     # orphans: resources marked for this pack that the pack no longer lists
     share_names = {s.name for s in pack.share}
@@ -349,18 +420,33 @@ def compute_plan(pack: SharePack, live: LiveState) -> Plan:
     for name, share in sorted(live.shares.items()):
         if name not in share_names and managing_pack(share.comment) == pid:
             if pack.options.prune:
-                plan.actions.append(Action(ActionKind.DELETE_SHARE, None, name, "not in the pack (prune is set)"))
+                plan.actions.append(
+                    Action(ActionKind.DELETE_SHARE, None, name, "not in the pack (prune is set)")
+                )
             else:
-                plan.orphans.append(Orphan("share", name, "managed by this pack but no longer in it: set "
-                                           "`options.prune: true` to delete it, or add it back"))
+                plan.orphans.append(
+                    Orphan(
+                        "share",
+                        name,
+                        "managed by this pack but no longer in it: set "
+                        "`options.prune: true` to delete it, or add it back",
+                    )
+                )
     for name, recipient in sorted(live.recipients.items()):
         if name not in recipient_names and managing_pack(recipient.comment) == pid:
             if pack.options.prune:
-                plan.actions.append(Action(ActionKind.DELETE_RECIPIENT, None, name,
-                                           "not in the pack (prune is set)"))
+                plan.actions.append(
+                    Action(ActionKind.DELETE_RECIPIENT, None, name, "not in the pack (prune is set)")
+                )
             else:
-                plan.orphans.append(Orphan("recipient", name, "managed by this pack but no longer in it: set "
-                                           "`options.prune: true` to delete it, or add it back"))
+                plan.orphans.append(
+                    Orphan(
+                        "recipient",
+                        name,
+                        "managed by this pack but no longer in it: set "
+                        "`options.prune: true` to delete it, or add it back",
+                    )
+                )
 
     plan.warnings.extend(_strategy_warnings(pack, live))
     plan.actions.sort(key=lambda a: _ORDER.index(a.kind))
@@ -369,11 +455,18 @@ def compute_plan(pack: SharePack, live: LiveState) -> Plan:
 
 # Apply order: recipients before the grants that name them; revokes before deletes.
 _ORDER = [
-    ActionKind.REPLACE_RECIPIENT, ActionKind.CREATE_RECIPIENT, ActionKind.UPDATE_RECIPIENT,
-    ActionKind.CREATE_SHARE, ActionKind.UPDATE_SHARE,
-    ActionKind.REMOVE_OBJECT, ActionKind.ADD_OBJECT, ActionKind.UPDATE_OBJECT,
-    ActionKind.GRANT, ActionKind.REVOKE,
-    ActionKind.DELETE_SHARE, ActionKind.DELETE_RECIPIENT,
+    ActionKind.REPLACE_RECIPIENT,
+    ActionKind.CREATE_RECIPIENT,
+    ActionKind.UPDATE_RECIPIENT,
+    ActionKind.CREATE_SHARE,
+    ActionKind.UPDATE_SHARE,
+    ActionKind.REMOVE_OBJECT,
+    ActionKind.ADD_OBJECT,
+    ActionKind.UPDATE_OBJECT,
+    ActionKind.GRANT,
+    ActionKind.REVOKE,
+    ActionKind.DELETE_SHARE,
+    ActionKind.DELETE_RECIPIENT,
 ]
 
 
@@ -382,21 +475,46 @@ def _diff_objects(pack: SharePack, spec: ShareSpec, have: LiveShare, plan: Plan)
     for name, obj in wanted.items():
         live_obj = have.objects.get(name)
         if live_obj is None:
-            plan.actions.append(Action(ActionKind.ADD_OBJECT, spec.name, name,
-                                       "not in the share (removed by hand?)", attributes=object_attributes(obj)))
+            plan.actions.append(
+                Action(
+                    ActionKind.ADD_OBJECT,
+                    spec.name,
+                    name,
+                    "not in the share (removed by hand?)",
+                    attributes=object_attributes(obj),
+                )
+            )
             continue
         if obj.shared_as is not None and obj.shared_as != live_obj.shared_as:
             change = Change("shared_as", live_obj.shared_as, obj.shared_as)
             if not pack.allows_replace(spec):
-                plan.refusals.append(Refusal("data_object", f"{spec.name}/{name}", (
-                    f"needs a replace ({change}): the object would be removed and added again under the new "
-                    f"name, breaking recipients' queries. Set `allow_replace: true` on share {spec.name!r} to "
-                    "accept, or keep the old shared_as")))
+                plan.refusals.append(
+                    Refusal(
+                        "data_object",
+                        f"{spec.name}/{name}",
+                        (
+                            f"needs a replace ({change}): the object would be removed and added again under the new "
+                            f"name, breaking recipients' queries. Set `allow_replace: true` on share {spec.name!r} to "
+                            "accept, or keep the old shared_as"
+                        ),
+                    )
+                )
                 continue
-            plan.actions.append(Action(ActionKind.REMOVE_OBJECT, spec.name, name, "forces replacement of shared_as",
-                                       (change,)))
-            plan.actions.append(Action(ActionKind.ADD_OBJECT, spec.name, name, "forces replacement of shared_as",
-                                       (change,), object_attributes(obj)))
+            plan.actions.append(
+                Action(
+                    ActionKind.REMOVE_OBJECT, spec.name, name, "forces replacement of shared_as", (change,)
+                )
+            )
+            plan.actions.append(
+                Action(
+                    ActionKind.ADD_OBJECT,
+                    spec.name,
+                    name,
+                    "forces replacement of shared_as",
+                    (change,),
+                    object_attributes(obj),
+                )
+            )
             continue
         # Only fields the pack declares are compared; the server fills in the others.
         changes = tuple(
@@ -405,12 +523,26 @@ def _diff_objects(pack: SharePack, spec: ShareSpec, have: LiveShare, plan: Plan)
             if getattr(obj, f) is not None and getattr(obj, f) != getattr(live_obj, f)
         )
         if changes:
-            plan.actions.append(Action(ActionKind.UPDATE_OBJECT, spec.name, name, "differs from the pack", changes,
-                                       object_attributes(obj)))
+            plan.actions.append(
+                Action(
+                    ActionKind.UPDATE_OBJECT,
+                    spec.name,
+                    name,
+                    "differs from the pack",
+                    changes,
+                    object_attributes(obj),
+                )
+            )
     for name in sorted(set(have.objects) - set(wanted)):
-        plan.actions.append(Action(ActionKind.REMOVE_OBJECT, spec.name, name,
-                                   "in the share, not in the pack (added by hand?)",
-                                   attributes={"data_object_type": have.objects[name].data_object_type}))
+        plan.actions.append(
+            Action(
+                ActionKind.REMOVE_OBJECT,
+                spec.name,
+                name,
+                "in the share, not in the pack (added by hand?)",
+                attributes={"data_object_type": have.objects[name].data_object_type},
+            )
+        )
 
 
 def _strategy_warnings(pack: SharePack, live: LiveState) -> list[str]:
@@ -418,9 +550,13 @@ def _strategy_warnings(pack: SharePack, live: LiveState) -> list[str]:
     existing = [s.name for s in pack.share if s.name in live.shares]
     existing += [r.name for r in pack.recipient if r.name in live.recipients]
     if strategy == "NEW" and existing:
-        return [f"metadata.strategy is NEW but {', '.join(sorted(existing))} already exist(s): the plan "
-                "treats the pack as an update; set strategy: UPDATE (or remove it) to silence this warning"]
+        return [
+            f"metadata.strategy is NEW but {', '.join(sorted(existing))} already exist(s): the plan "
+            "treats the pack as an update; set strategy: UPDATE (or remove it) to silence this warning"
+        ]
     if strategy == "UPDATE" and not existing and (pack.share or pack.recipient):
-        return ["metadata.strategy is UPDATE but nothing in the pack exists yet: the plan creates everything; "
-                "set strategy: NEW (or remove it) to silence this warning"]
+        return [
+            "metadata.strategy is UPDATE but nothing in the pack exists yet: the plan creates everything; "
+            "set strategy: NEW (or remove it) to silence this warning"
+        ]
     return []

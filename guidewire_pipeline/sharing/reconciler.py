@@ -97,18 +97,22 @@ class SharingResult:
 
     def summary(self) -> str:
         counts = {o.value: len(self.with_outcome(o)) for o in Outcome}
-        return (f"{self.mode}: {len(self.plan.actions)} planned, " +
-                ", ".join(f"{n} {o}" for o, n in counts.items()) +
-                (f", {len(self.plan.refusals)} refused" if self.plan.refusals else "") +
-                (f", {len(self.plan.orphans)} orphaned" if self.plan.orphans else ""))
+        return (
+            f"{self.mode}: {len(self.plan.actions)} planned, "
+            + ", ".join(f"{n} {o}" for o, n in counts.items())
+            + (f", {len(self.plan.refusals)} refused" if self.plan.refusals else "")
+            + (f", {len(self.plan.orphans)} orphaned" if self.plan.orphans else "")
+        )
 
     def results_markdown(self) -> str:
         if not self.results:
             return "Nothing applied."
         lines = ["| # | outcome | action | message |", "|---|---|---|---|"]
         for i, r in enumerate(self.results, 1):
-            lines.append(f"| {i} | {r.outcome.value} | {r.action.describe().replace('|', '/')} | "
-                         f"{r.message.replace('|', '/')} |")
+            lines.append(
+                f"| {i} | {r.outcome.value} | {r.action.describe().replace('|', '/')} | "
+                f"{r.message.replace('|', '/')} |"
+            )
         return "\n".join(lines)
 
 
@@ -119,10 +123,16 @@ def reconcile(
     plan = compute_plan(pack, backend.read_state(pack))
     if not apply or not backend.can_write:
         mode = "dry run: plan only" if backend.can_write else backend.description
-        return SharingResult(plan, [ActionResult(a, Outcome.SKIPPED, "dry run") for a in plan.actions], True, mode)
+        return SharingResult(
+            plan, [ActionResult(a, Outcome.SKIPPED, "dry run") for a in plan.actions], True, mode
+        )
     if plan.blocked:
-        return SharingResult(plan, [ActionResult(a, Outcome.SKIPPED, "plan refused: see refusals")
-                                    for a in plan.actions], False, "refused")
+        return SharingResult(
+            plan,
+            [ActionResult(a, Outcome.SKIPPED, "plan refused: see refusals") for a in plan.actions],
+            False,
+            "refused",
+        )
     result = SharingResult(plan, dry_run=False, mode=f"applied to {backend.description}")
     result.results = _apply(plan, backend, links, result.activation_links)
     return result
@@ -136,7 +146,9 @@ def _apply(
     failed_shares: set[str] = set()
     by_kind = [(i, a) for i, a in enumerate(plan.actions)]
 
-    def run(indices: list[int], write: Callable[[], None], handled: Callable[[SharingApiError], str | None]) -> bool:
+    def run(
+        indices: list[int], write: Callable[[], None], handled: Callable[[SharingApiError], str | None]
+    ) -> bool:
         """Run one write covering ``indices``; record one result per action. True when it succeeded."""
         try:
             write()
@@ -146,7 +158,9 @@ def _apply(
                 if converged is not None:
                     results[i] = ActionResult(plan.actions[i], Outcome.CONVERGED, converged)
                 else:
-                    results[i] = ActionResult(plan.actions[i], Outcome.FAILED, _failure_message(plan.actions[i], exc))
+                    results[i] = ActionResult(
+                        plan.actions[i], Outcome.FAILED, _failure_message(plan.actions[i], exc)
+                    )
             return converged is not None
         for i in indices:
             results[i] = ActionResult(plan.actions[i], Outcome.APPLIED)
@@ -166,8 +180,11 @@ def _apply(
         if a.kind == ActionKind.REPLACE_RECIPIENT:
             ok = run([i], lambda a=a: _replace_recipient(backend, links, link_files, a), never)
         elif a.kind == ActionKind.CREATE_RECIPIENT:
-            ok = run([i], lambda a=a: _create_recipient(backend, links, link_files, a),
-                     lambda exc, a=a: _created_already(backend, plan, a, exc))
+            ok = run(
+                [i],
+                lambda a=a: _create_recipient(backend, links, link_files, a),
+                lambda exc, a=a: _created_already(backend, plan, a, exc),
+            )
         elif a.kind == ActionKind.UPDATE_RECIPIENT:
             ok = run([i], lambda a=a: backend.update_recipient(a.name, a.attributes), never)
         else:
@@ -178,14 +195,21 @@ def _apply(
     # shares
     for i, a in by_kind:
         if a.kind == ActionKind.CREATE_SHARE:
-            if not run([i], lambda a=a: backend.create_share(a.name, a.attributes["comment"]),
-                       lambda exc, a=a: _created_already(backend, plan, a, exc)):
+            if not run(
+                [i],
+                lambda a=a: backend.create_share(a.name, a.attributes["comment"]),
+                lambda exc, a=a: _created_already(backend, plan, a, exc),
+            ):
                 failed_shares.add(a.name)
         elif a.kind == ActionKind.UPDATE_SHARE:
             run([i], lambda a=a: backend.update_share_comment(a.name, a.attributes["comment"]), never)
 
     # objects, one atomic request per share
-    object_kinds = {ActionKind.ADD_OBJECT: "ADD", ActionKind.UPDATE_OBJECT: "UPDATE", ActionKind.REMOVE_OBJECT: "REMOVE"}
+    object_kinds = {
+        ActionKind.ADD_OBJECT: "ADD",
+        ActionKind.UPDATE_OBJECT: "UPDATE",
+        ActionKind.REMOVE_OBJECT: "REMOVE",
+    }
     grant_kinds = (ActionKind.GRANT, ActionKind.REVOKE)
     for share in _ordered_unique(a.share for a in plan.actions if a.kind in object_kinds):
         indices = [i for i, a in by_kind if a.share == share and a.kind in object_kinds]
@@ -193,8 +217,10 @@ def _apply(
             for i in indices:
                 skip(i, f"share {share!r} was not created")
             continue
-        updates = [(object_kinds[plan.actions[i].kind], plan.actions[i].name, plan.actions[i].attributes)
-                   for i in indices]
+        updates = [
+            (object_kinds[plan.actions[i].kind], plan.actions[i].name, plan.actions[i].attributes)
+            for i in indices
+        ]
         run(indices, lambda share=share, updates=updates: backend.update_share_objects(share, updates), never)
 
     # grants and revokes, one atomic request per share
@@ -213,7 +239,11 @@ def _apply(
             continue
         grant = [plan.actions[i].name for i in indices if plan.actions[i].kind == ActionKind.GRANT]
         revoke = [plan.actions[i].name for i in indices if plan.actions[i].kind == ActionKind.REVOKE]
-        run(indices, lambda share=share, g=grant, r=revoke: backend.update_share_permissions(share, g, r), never)
+        run(
+            indices,
+            lambda share=share, g=grant, r=revoke: backend.update_share_permissions(share, g, r),
+            never,
+        )
 
     # deletions (prune)
     for i, a in by_kind:
@@ -239,7 +269,9 @@ def _create_recipient(
     link = backend.create_recipient(action.name, action.attributes)
     if link:
         link_files[action.name] = links.save(action.name, link)
-        log.info("Activation link of recipient %s written to %s (mode 0600)", action.name, link_files[action.name])
+        log.info(
+            "Activation link of recipient %s written to %s (mode 0600)", action.name, link_files[action.name]
+        )
 
 
 def _replace_recipient(
@@ -269,9 +301,13 @@ def _created_already(backend: SharingBackend, plan: Plan, action: Action, exc: S
 def _failure_message(action: Action, exc: SharingApiError) -> str:
     hint = "fix the cause and run delta_sharing_job again; the next plan starts from what was applied"
     if exc.already_exists:
-        hint = (f"{action.resource_type} {action.name!r} was created by someone else after the plan: set "
-                "`adopt: true` to take it over, or rename it in the pack")
+        hint = (
+            f"{action.resource_type} {action.name!r} was created by someone else after the plan: set "
+            "`adopt: true` to take it over, or rename it in the pack"
+        )
     elif exc.does_not_exist:
-        hint = ("something it refers to does not exist (deleted after the plan?): run delta_sharing_job "
-                "again to re-plan")
+        hint = (
+            "something it refers to does not exist (deleted after the plan?): run delta_sharing_job "
+            "again to re-plan"
+        )
     return f"{exc.error_code} ({exc.status}): {exc.message} — {hint}"

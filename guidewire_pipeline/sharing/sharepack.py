@@ -184,7 +184,9 @@ class DataObjectSpec(_Strict):
     @classmethod
     def _table(cls, value: str) -> str:
         if not TABLE_NAME_PATTERN.match(value):
-            raise ValueError(f"{value!r} is not a table name: write catalog.schema.table, e.g. main.gold.claims")
+            raise ValueError(
+                f"{value!r} is not a table name: write catalog.schema.table, e.g. main.gold.claims"
+            )
         return value
 
     @field_validator("shared_as")
@@ -326,27 +328,38 @@ def _cross_checks(raw: dict[str, Any], locate: Locator) -> list[PackProblem]:
         name = item.get("name")
         if isinstance(name, str):
             if name in recipient_names:
-                add(("recipient", i, "name"), f"duplicate recipient {name!r} (first at recipient[{recipient_names[name]}]): "
-                    "keep one entry per recipient")
+                add(
+                    ("recipient", i, "name"),
+                    f"duplicate recipient {name!r} (first at recipient[{recipient_names[name]}]): "
+                    "keep one entry per recipient",
+                )
             else:
                 recipient_names[name] = i
         kind = str(item.get("type", "")).strip().upper()
         if kind == "D2D" and item.get("allowed_ips"):
-            add(("recipient", i, "allowed_ips"), "a D2D (Databricks-to-Databricks) recipient cannot have allowed_ips: "
-                "remove them, or make the recipient D2O")
+            add(
+                ("recipient", i, "allowed_ips"),
+                "a D2D (Databricks-to-Databricks) recipient cannot have allowed_ips: "
+                "remove them, or make the recipient D2O",
+            )
         if kind == "D2D" and not item.get("metastore_id"):
             add(("recipient", i), "a D2D recipient needs metastore_id (<cloud>:<region>:<uuid>): add it")
         if kind == "D2O" and item.get("metastore_id"):
-            add(("recipient", i, "metastore_id"), "a D2O (open sharing) recipient has no metastore_id: remove it, "
-                "or make the recipient D2D")
+            add(
+                ("recipient", i, "metastore_id"),
+                "a D2O (open sharing) recipient has no metastore_id: remove it, or make the recipient D2D",
+            )
 
     share_names: dict[str, int] = {}
     for i, item in _items(raw, "share"):
         name = item.get("name")
         if isinstance(name, str):
             if name in share_names:
-                add(("share", i, "name"), f"duplicate share {name!r} (first at share[{share_names[name]}]): "
-                    "keep one entry per share")
+                add(
+                    ("share", i, "name"),
+                    f"duplicate share {name!r} (first at share[{share_names[name]}]): "
+                    "keep one entry per share",
+                )
             else:
                 share_names[name] = i
         granted = item.get("recipients")
@@ -359,8 +372,11 @@ def _cross_checks(raw: dict[str, Any], locate: Locator) -> list[PackProblem]:
                     add(("share", i, "recipients", j), f"recipient {recipient!r} is listed twice: keep one")
                 seen.add(recipient)
                 if recipient not in recipient_names:
-                    add(("share", i, "recipients", j), f"unknown recipient {recipient!r}: declare it in the "
-                        f"recipient section (known: {', '.join(sorted(recipient_names)) or 'none'})")
+                    add(
+                        ("share", i, "recipients", j),
+                        f"unknown recipient {recipient!r}: declare it in the "
+                        f"recipient section (known: {', '.join(sorted(recipient_names)) or 'none'})",
+                    )
         objects = item.get("data_objects")
         if isinstance(objects, list):
             names: set[str] = set()
@@ -408,7 +424,9 @@ def load_yaml(path: Path) -> LoadedPack:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source} line {mark.line + 1}" if mark else source
-        raise SharePackInvalid(source, [PackProblem(where, "(yaml)", f"not valid YAML: {exc}; fix the syntax")]) from exc
+        raise SharePackInvalid(
+            source, [PackProblem(where, "(yaml)", f"not valid YAML: {exc}; fix the syntax")]
+        ) from exc
     return validate_pack(raw, source, _yaml_locator(source, root))
 
 
@@ -461,8 +479,13 @@ def load_excel(path: Path) -> LoadedPack:
 
     for sheet in workbook.sheetnames:
         if sheet not in EXCEL_SHEETS:
-            problems.append(PackProblem(f"{source} sheet {sheet!r}", sheet,
-                                        f"unknown sheet: rename it to one of {', '.join(EXCEL_SHEETS)} or remove it"))
+            problems.append(
+                PackProblem(
+                    f"{source} sheet {sheet!r}",
+                    sheet,
+                    f"unknown sheet: rename it to one of {', '.join(EXCEL_SHEETS)} or remove it",
+                )
+            )
 
     for section in ("metadata", "options"):
         if section not in workbook.sheetnames:
@@ -499,8 +522,14 @@ def load_excel(path: Path) -> LoadedPack:
             share_name = record.pop("share", None)
             where = f"{source} sheet 'data_objects' row {row_number}"
             if share_name not in share_index:
-                problems.append(PackProblem(where, "share", f"data object row names share {share_name!r}, which is "
-                                            "not in the share sheet: fix the share column or add the share"))
+                problems.append(
+                    PackProblem(
+                        where,
+                        "share",
+                        f"data object row names share {share_name!r}, which is "
+                        "not in the share sheet: fix the share column or add the share",
+                    )
+                )
                 continue
             share = raw["share"][share_index[share_name]]
             objects = share.setdefault("data_objects", [])
@@ -540,12 +569,22 @@ def load_sharepack(path: str | Path | None = None) -> LoadedPack:
     pack_path = Path(path) if path else DEFAULT_SHAREPACK
     source = str(pack_path)
     if not pack_path.is_file():
-        raise SharePackInvalid(source, [PackProblem(source, "GW_SHAREPACK", "file not found: set GW_SHAREPACK to "
-                                                    "an existing .yaml or .xlsx share pack")])
+        raise SharePackInvalid(
+            source,
+            [
+                PackProblem(
+                    source,
+                    "GW_SHAREPACK",
+                    "file not found: set GW_SHAREPACK to an existing .yaml or .xlsx share pack",
+                )
+            ],
+        )
     suffix = pack_path.suffix.lower()
     if suffix in (".yaml", ".yml"):
         return load_yaml(pack_path)
     if suffix == ".xlsx":
         return load_excel(pack_path)
-    raise SharePackInvalid(source, [PackProblem(source, "GW_SHAREPACK", f"unsupported extension {suffix!r}: "
-                                                "use .yaml, .yml or .xlsx")])
+    raise SharePackInvalid(
+        source,
+        [PackProblem(source, "GW_SHAREPACK", f"unsupported extension {suffix!r}: use .yaml, .yml or .xlsx")],
+    )

@@ -39,7 +39,9 @@ class UnityCatalogState:
     failures: list[tuple[str, re.Pattern[str], FakeApiError]] = field(default_factory=list)
 
     def fail_next(self, method: str, path_regex: str, status: int, error_code: str, message: str) -> None:
-        self.failures.append((method.upper(), re.compile(path_regex), FakeApiError(status, error_code, message)))
+        self.failures.append(
+            (method.upper(), re.compile(path_regex), FakeApiError(status, error_code, message))
+        )
 
     def check_failure(self, method: str, path: str) -> None:
         for i, (m, pattern, error) in enumerate(self.failures):
@@ -90,8 +92,15 @@ def install(ws: FakeDatabricksWorkspace) -> None:
             raise FakeApiError(400, "INVALID_PARAMETER_VALUE", "Share name must be provided.")
         if name in uc.shares:
             raise FakeApiError(400, "SHARE_ALREADY_EXISTS", f"Share '{name}' already exists.")
-        share = {"name": name, "owner": ME, "created_at": _now(), "created_by": ME,
-                 "updated_at": _now(), "updated_by": ME, "objects": {}}
+        share = {
+            "name": name,
+            "owner": ME,
+            "created_at": _now(),
+            "created_by": ME,
+            "updated_at": _now(),
+            "updated_by": ME,
+            "objects": {},
+        }
         if body.get("comment") is not None:
             share["comment"] = body["comment"]
         uc.shares[name] = share
@@ -121,11 +130,16 @@ def install(ws: FakeDatabricksWorkspace) -> None:
             action, obj = update.get("action"), dict(update.get("data_object") or {})
             obj_name = obj.get("name")
             if obj.get("data_object_type") not in (None, "TABLE", "SCHEMA", "VIEW", "MATERIALIZED_VIEW"):
-                raise FakeApiError(400, "INVALID_PARAMETER_VALUE", f"Invalid data_object_type for {obj_name}.")
+                raise FakeApiError(
+                    400, "INVALID_PARAMETER_VALUE", f"Invalid data_object_type for {obj_name}."
+                )
             if action == "ADD":
                 if obj_name in objects:
-                    raise FakeApiError(409, "RESOURCE_ALREADY_EXISTS",
-                                       f"Data object '{obj_name}' already exists in share '{name}'.")
+                    raise FakeApiError(
+                        409,
+                        "RESOURCE_ALREADY_EXISTS",
+                        f"Data object '{obj_name}' already exists in share '{name}'.",
+                    )
                 obj.setdefault("data_object_type", "TABLE")
                 obj.setdefault("cdf_enabled", False)
                 obj.setdefault("history_data_sharing_status", "DISABLED")
@@ -133,13 +147,18 @@ def install(ws: FakeDatabricksWorkspace) -> None:
                 objects[obj_name] = obj
             elif action in ("UPDATE", "REMOVE"):
                 if obj_name not in objects:
-                    raise FakeApiError(404, "RESOURCE_DOES_NOT_EXIST",
-                                       f"Data object '{obj_name}' does not exist in share '{name}'.")
+                    raise FakeApiError(
+                        404,
+                        "RESOURCE_DOES_NOT_EXIST",
+                        f"Data object '{obj_name}' does not exist in share '{name}'.",
+                    )
                 if action == "REMOVE":
                     del objects[obj_name]
                 else:
-                    objects[obj_name] = {**objects[obj_name], **{k: v for k, v in obj.items()
-                                                                 if k not in ("name", "data_object_type")}}
+                    objects[obj_name] = {
+                        **objects[obj_name],
+                        **{k: v for k, v in obj.items() if k not in ("name", "data_object_type")},
+                    }
             else:
                 raise FakeApiError(400, "INVALID_PARAMETER_VALUE", f"Unknown update action {action!r}.")
         share["objects"] = objects
@@ -159,8 +178,11 @@ def install(ws: FakeDatabricksWorkspace) -> None:
         return {}
 
     def assignments(name: str) -> dict[str, Any]:
-        return {"privilege_assignments": [{"principal": r, "privileges": ["SELECT"]}
-                                          for r in sorted(uc.grants.get(name, set()))]}
+        return {
+            "privilege_assignments": [
+                {"principal": r, "privileges": ["SELECT"]} for r in sorted(uc.grants.get(name, set()))
+            ]
+        }
 
     @guarded("GET", f"{UC}/shares/([^/]+)/permissions")
     def get_permissions(match, query, body):
@@ -178,8 +200,9 @@ def install(ws: FakeDatabricksWorkspace) -> None:
         for change in changes:  # validated as a whole: the request is atomic
             for privilege in change.get("add", []) + change.get("remove", []):
                 if privilege != "SELECT":
-                    raise FakeApiError(400, "INVALID_PARAMETER_VALUE", f"Privilege {privilege!r} is not valid "
-                                       "for a share.")
+                    raise FakeApiError(
+                        400, "INVALID_PARAMETER_VALUE", f"Privilege {privilege!r} is not valid for a share."
+                    )
             if change.get("add") and change.get("principal") not in uc.recipients:
                 raise _recipient_missing(change.get("principal"))
         for change in changes:
@@ -198,20 +221,34 @@ def install(ws: FakeDatabricksWorkspace) -> None:
         name = body.get("name")
         auth = body.get("authentication_type")
         if not name or auth not in ("TOKEN", "DATABRICKS", "OAUTH_CLIENT_CREDENTIALS", "OIDC_FEDERATION"):
-            raise FakeApiError(400, "INVALID_PARAMETER_VALUE", "name and a valid authentication_type are required.")
+            raise FakeApiError(
+                400, "INVALID_PARAMETER_VALUE", "name and a valid authentication_type are required."
+            )
         if name in uc.recipients:
             raise FakeApiError(409, "RESOURCE_ALREADY_EXISTS", f"Recipient '{name}' already exists.")
         metastore = body.get("data_recipient_global_metastore_id")
         if auth == "DATABRICKS" and not metastore:
-            raise FakeApiError(400, "INVALID_PARAMETER_VALUE",
-                               "data_recipient_global_metastore_id is required for DATABRICKS recipients.")
+            raise FakeApiError(
+                400,
+                "INVALID_PARAMETER_VALUE",
+                "data_recipient_global_metastore_id is required for DATABRICKS recipients.",
+            )
         if auth == "DATABRICKS" and body.get("ip_access_list"):
-            raise FakeApiError(400, "INVALID_PARAMETER_VALUE",
-                               "IP access lists are only supported for TOKEN recipients.")
+            raise FakeApiError(
+                400, "INVALID_PARAMETER_VALUE", "IP access lists are only supported for TOKEN recipients."
+            )
         recipient: dict[str, Any] = {
-            "name": name, "authentication_type": auth, "owner": ME, "created_at": _now(), "created_by": ME,
-            "updated_at": _now(), "updated_by": ME, "activated": auth == "DATABRICKS",
-            "cloud": "aws", "region": "us-west-2", "metastore_id": "11111111-2222-3333-4444-555555555555",
+            "name": name,
+            "authentication_type": auth,
+            "owner": ME,
+            "created_at": _now(),
+            "created_by": ME,
+            "updated_at": _now(),
+            "updated_by": ME,
+            "activated": auth == "DATABRICKS",
+            "cloud": "aws",
+            "region": "us-west-2",
+            "metastore_id": "11111111-2222-3333-4444-555555555555",
         }
         for key in ("comment", "ip_access_list", "properties_kvpairs", "data_recipient_global_metastore_id"):
             if body.get(key) is not None:
@@ -219,9 +256,17 @@ def install(ws: FakeDatabricksWorkspace) -> None:
         if auth == "TOKEN":
             link = f"{ws.host}/delta_sharing/retrieve_config.html?{secrets.token_urlsafe(24)}"
             uc.activation_links.append(link)
-            recipient["tokens"] = [{"id": secrets.token_hex(8), "activation_url": link, "created_at": _now(),
-                                    "created_by": ME, "expiration_time": _now() + 86_400_000,
-                                    "updated_at": _now(), "updated_by": ME}]
+            recipient["tokens"] = [
+                {
+                    "id": secrets.token_hex(8),
+                    "activation_url": link,
+                    "created_at": _now(),
+                    "created_by": ME,
+                    "expiration_time": _now() + 86_400_000,
+                    "updated_at": _now(),
+                    "updated_by": ME,
+                }
+            ]
         uc.recipients[name] = recipient
         return recipient_view(recipient)
 
@@ -243,8 +288,9 @@ def install(ws: FakeDatabricksWorkspace) -> None:
             raise _recipient_missing(name)
         recipient = uc.recipients[name]
         if body.get("ip_access_list") is not None and recipient["authentication_type"] != "TOKEN":
-            raise FakeApiError(400, "INVALID_PARAMETER_VALUE",
-                               "IP access lists are only supported for TOKEN recipients.")
+            raise FakeApiError(
+                400, "INVALID_PARAMETER_VALUE", "IP access lists are only supported for TOKEN recipients."
+            )
         for key in ("comment", "ip_access_list", "owner", "properties_kvpairs"):
             if key in body:
                 recipient[key] = body[key]
