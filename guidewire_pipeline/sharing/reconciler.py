@@ -126,12 +126,17 @@ def reconcile(
         return SharingResult(
             plan, [ActionResult(a, Outcome.SKIPPED, "dry run") for a in plan.actions], True, mode
         )
+    return apply_plan(plan, backend, links)
+
+
+def apply_plan(plan: Plan, backend: SharingBackend, links: ActivationLinkStore) -> SharingResult:
+    """Apply a computed plan. A blocked plan applies nothing (every action ``skipped``)."""
     if plan.blocked:
         return SharingResult(
             plan,
             [ActionResult(a, Outcome.SKIPPED, "plan refused: see refusals") for a in plan.actions],
             False,
-            "refused",
+            "refused: nothing applied",
         )
     result = SharingResult(plan, dry_run=False, mode=f"applied to {backend.description}")
     result.results = _apply(plan, backend, links, result.activation_links)

@@ -1,0 +1,233 @@
+"""The reconciler against the fake workspace, through the real databricks-sdk client."""
+
+from __future__ import annotations
+
+import stat
+
+from databricks.sdk.service.sharing import (
+    AuthenticationType,
+    PermissionsChange,
+    SharedDataObject,
+    SharedDataObjectDataObjectType,
+    SharedDataObjectUpdate,
+    SharedDataObjectUpdateAction,
+)
+
+from guidewire_pipeline.sharing.plan import ActionKind, compute_plan, with_marker
+from guidewire_pipeline.sharing.reconciler import Outcome, apply_plan, reconcile
+from guidewire_pipeline.sharing.sharepack import SharePack
+
+UC = "/api/2.1/unity-catalog"
+
+
+def _table(name: str, action: str = "ADD") -> SharedDataObjectUpdate:
+    return SharedDataObjectUpdate(
+        action=SharedDataObjectUpdateAction(action),
+        data_object=SharedDataObject(name=name, data_object_type=SharedDataObjectDataObjectType.TABLE),
+    )
+
+
+def test_create_everything_from_empty_then_second_apply_writes_nothing(
+    uc_workspace, backend, links, sample_pack
+):
+    first = reconcile(sample_pack, backend, links, apply=True)
+    assert first.ok and len(first.with_outcome(Outcome.APPLIED)) == 9
+    # one request per recipient and share, then one atomic PATCH per share for objects and for grants
+    assert len(uc_workspace.writes()) == 8
+    uc = uc_workspace.uc
+    assert set(uc.shares) == {"claims_gold", "policies_gold"}
+    assert set(uc.shares["claims_gold"]["objects"]) == {"main.gold.claims_by_state_month"}
+    assert uc.grants["claims_gold"] == {"partner-acme", "analytics-workspace"}
+    assert uc.shares["claims_gold"]["comment"].endswith("[managed by share pack 'claims-analytics']")
+    assert uc.recipients["partner-acme"]["ip_access_list"] == {"allowed_ip_addresses": ["203.0.113.0/24"]}
+
+    writes = len(uc_workspace.writes())
+    second = reconcile(sample_pack, backend, links, apply=True)
+    assert second.plan.is_empty and second.results == []
+    assert len(uc_workspace.writes()) == writes
+
+
+def test_drift_by_hand_shows_in_the_plan_and_is_repaired(uc_workspace, backend, links, sample_pack):
+    reconcile(sample_pack, backend, links, apply=True)
+    w = uc_workspace.client()
+    w.shares.update("claims_gold", updates=[_table("main.gold.claims_by_state_month", "REMOVE")])
+    w.shares.update("policies_gold", updates=[_table("main.gold.hand_made")])
+    w.recipients.create(
+        "intruder",
+        AuthenticationType.DATABRICKS,
+        data_recipient_global_metastore_id="aws:us-east-1:19a85dee-54bc-43a2-87ab-023d0ec16013",
+    )
+    w.shares.update_permissions(
+        "policies_gold", changes=[PermissionsChange(principal="intruder", add=["SELECT"])]
+    )
+
+    plan = compute_plan(sample_pack, backend.read_state(sample_pack))
+    assert [(a.kind, a.resource_name, a.reason) for a in plan.actions] == [
+        (
+            ActionKind.REMOVE_OBJECT,
+            "policies_gold/main.gold.hand_made",
+            "in the share, not in the pack (added by hand?)",
+        ),
+        (
+            ActionKind.ADD_OBJECT,
+            "claims_gold/main.gold.claims_by_state_month",
+            "not in the share (removed by hand?)",
+        ),
+        (
+            ActionKind.REVOKE,
+            "policies_gold/intruder",
+            "granted in the workspace, not in the pack (granted by hand?)",
+        ),
+    ]
+    assert "intruder" not in {o.name for o in plan.orphans}  # not managed by the pack: left alone
+
+    result = apply_plan(plan, backend, links)
+    assert result.ok
+    assert compute_plan(sample_pack, backend.read_state(sample_pack)).is_empty
+    assert "intruder" in uc_workspace.uc.recipients
+
+
+def test_replace_is_refused_and_writes_nothing(uc_workspace, backend, links, sample_pack):
+    reconcile(sample_pack, backend, links, apply=True)
+    writes = len(uc_workspace.writes())
+    as_d2d = sample_pack.recipient[0].model_copy(
+        update={
+            "type": "D2D",
+            "allowed_ips": [],
+            "metastore_id": "aws:us-west-2:29a85dee-54bc-43a2-87ab-023d0ec16013",
+        }
+    )
+    changed = sample_pack.model_copy(update={"recipient": [as_d2d, sample_pack.recipient[1]]})
+    result = reconcile(changed, backend, links, apply=True)
+    assert result.plan.blocked and not result.ok
+    assert "needs a replace (authentication_type: 'TOKEN' → 'DATABRICKS'" in result.plan.refusals[0].message
+    assert {r.outcome for r in result.results} <= {Outcome.SKIPPED}
+    assert len(uc_workspace.writes()) == writes
+
+    allowed = changed.model_copy(
+        update={"options": changed.options.model_copy(update={"allow_replace": True})}
+    )
+    result = reconcile(allowed, backend, links, apply=True)
+    assert result.ok
+    assert uc_workspace.uc.recipients["partner-acme"]["authentication_type"] == "DATABRICKS"
+    assert "partner-acme" in uc_workspace.uc.grants["claims_gold"]  # re-granted after the replace
+    assert compute_plan(allowed, backend.read_state(allowed)).is_empty
+
+
+def test_prune_deletes_only_what_the_pack_managed(uc_workspace, backend, links, sample_pack):
+    reconcile(sample_pack, backend, links, apply=True)
+    uc_workspace.client().shares.create("someone_elses", comment="not managed")
+    smaller = sample_pack.model_copy(update={"share": sample_pack.share[:1]})
+
+    kept = reconcile(smaller, backend, links, apply=True)
+    assert kept.plan.is_empty and [o.name for o in kept.plan.orphans] == ["policies_gold"]
+    assert "policies_gold" in uc_workspace.uc.shares
+
+    pruning = smaller.model_copy(update={"options": smaller.options.model_copy(update={"prune": True})})
+    pruned = reconcile(pruning, backend, links, apply=True)
+    assert pruned.ok and [r.action.describe() for r in pruned.applied] == ["delete_share share policies_gold"]
+    assert set(uc_workspace.uc.shares) == {"claims_gold", "someone_elses"}
+    assert reconcile(pruning, backend, links, apply=True).plan.is_empty
+
+
+def test_partial_failure_reports_what_was_applied_and_a_rerun_converges(
+    uc_workspace, backend, links, sample_pack
+):
+    uc = uc_workspace.uc
+    uc.fail_next(
+        "POST",
+        f"{UC}/shares",
+        403,
+        "PERMISSION_DENIED",
+        "User does not have CREATE SHARE on Metastore 'main'.",
+    )
+    uc.fail_next(
+        "PATCH",
+        f"{UC}/shares/policies_gold/permissions",
+        404,
+        "RECIPIENT_DOES_NOT_EXIST",
+        "Recipient 'analytics-workspace' does not exist.",
+    )
+    first = reconcile(sample_pack, backend, links, apply=True)
+    outcomes = {r.action.describe(): r.outcome for r in first.results}
+    assert outcomes == {
+        "create_recipient recipient partner-acme": Outcome.APPLIED,
+        "create_recipient recipient analytics-workspace": Outcome.APPLIED,
+        "create_share share claims_gold": Outcome.FAILED,
+        "create_share share policies_gold": Outcome.APPLIED,
+        "add_object data_object claims_gold/main.gold.claims_by_state_month": Outcome.SKIPPED,
+        "add_object data_object policies_gold/main.gold.policies_in_force_by_month": Outcome.APPLIED,
+        "grant SELECT on share claims_gold to partner-acme": Outcome.SKIPPED,
+        "grant SELECT on share claims_gold to analytics-workspace": Outcome.SKIPPED,
+        "grant SELECT on share policies_gold to analytics-workspace": Outcome.FAILED,
+    }
+    messages = {r.action.describe(): r.message for r in first.failed}
+    assert messages["create_share share claims_gold"].startswith(
+        "PERMISSION_DENIED (403): User does not have"
+    )
+    assert (
+        "RECIPIENT_DOES_NOT_EXIST (404)"
+        in messages["grant SELECT on share policies_gold to analytics-workspace"]
+    )
+    assert not first.ok
+
+    rerun = reconcile(sample_pack, backend, links, apply=True)
+    assert rerun.ok
+    assert sorted(a.describe() for a in rerun.plan.actions) == sorted(
+        d for d, o in outcomes.items() if o != Outcome.APPLIED
+    )
+    assert reconcile(sample_pack, backend, links, apply=True).plan.is_empty
+
+
+def test_already_exists_and_does_not_exist_answers_are_handled(uc_workspace, backend, links, sample_pack):
+    plan = compute_plan(sample_pack, backend.read_state(sample_pack))
+    w = uc_workspace.client()
+    # Between plan and apply: our own earlier apply created one share (its response was lost),
+    # and someone else created a recipient of the same name.
+    w.shares.create("claims_gold", comment=with_marker("Claim KPIs by state and month", "claims-analytics"))
+    w.recipients.create("partner-acme", AuthenticationType.TOKEN, comment="made by hand")
+    result = apply_plan(plan, backend, links)
+    by_action = {r.action.describe(): r for r in result.results}
+    share = by_action["create_share share claims_gold"]
+    assert share.outcome == Outcome.CONVERGED and "SHARE_ALREADY_EXISTS" in share.message
+    recipient = by_action["create_recipient recipient partner-acme"]
+    assert recipient.outcome == Outcome.FAILED
+    assert (
+        recipient.message.startswith("RESOURCE_ALREADY_EXISTS (409)") and "adopt: true" in recipient.message
+    )
+    assert by_action["grant SELECT on share claims_gold to partner-acme"].outcome == Outcome.SKIPPED
+
+    # A rerun after the hand-made recipient is gone converges.
+    w.recipients.delete("partner-acme")
+    assert reconcile(sample_pack, backend, links, apply=True).ok
+
+    # Deleting something already gone converges.
+    smaller = sample_pack.model_copy(
+        update={
+            "share": sample_pack.share[:1],
+            "options": sample_pack.options.model_copy(update={"prune": True}),
+        }
+    )
+    live = backend.read_state(smaller)
+    prune_plan = compute_plan(smaller, live)
+    w.shares.delete("policies_gold")
+    pruned = apply_plan(prune_plan, backend, links)
+    deleted = next(r for r in pruned.results if r.action.kind == ActionKind.DELETE_SHARE)
+    assert deleted.outcome == Outcome.CONVERGED and deleted.message == "already deleted"
+
+
+def test_activation_link_goes_to_a_private_file_only(uc_workspace, backend, links, sample_pack: SharePack):
+    result = reconcile(sample_pack, backend, links, apply=True)
+    (link,) = uc_workspace.uc.activation_links
+    path = result.activation_links["partner-acme"]
+    assert path.read_text().strip() == link
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    everything = (
+        repr(result)
+        + result.plan.to_markdown()
+        + result.results_markdown()
+        + result.summary()
+        + repr(backend.read_state(sample_pack))
+    )
+    assert link not in everything
