@@ -130,6 +130,7 @@ class FakeJobsService:
         self.task_runs: dict[int, tuple[FakeRun, FakeTaskRun]] = {}
         self.jobs: dict[int, dict[str, Any]] = {}
         self.workspace_objects: dict[str, dict[str, Any]] = {"/": self._object("/", "DIRECTORY")}
+        self.idempotency_tokens: dict[str, int] = {}
         self._next_id = 1000
         self.cancel_grace_seconds = 5.0
 
@@ -474,7 +475,10 @@ def _install_jobs(ws: FakeDatabricksWorkspace, service: FakeJobsService) -> None
             raise FakeApiError(400, "INVALID_PARAMETER_VALUE", "At least one task is required.")
         for spec in tasks:
             validate_task(spec)
+        token = body.get("idempotency_token")
         with ws.lock:
+            if token in service.idempotency_tokens:  # a retried submit returns the run it already started
+                return {"run_id": service.idempotency_tokens[token]}
             job_id = service._new_id()  # a one-time run still gets an (ephemeral) job id
         submit_args = {k: v for k, v in body.items() if k != "tasks"}
         run = service.start_run(
@@ -484,6 +488,9 @@ def _install_jobs(ws: FakeDatabricksWorkspace, service: FakeJobsService) -> None
             task_specs=tasks,
             submit_args=submit_args,
         )
+        if token:
+            with ws.lock:
+                service.idempotency_tokens[token] = run.run_id
         return {"run_id": run.run_id}
 
     @ws.route("GET", r"/api/2\.[12]/jobs/runs/get")

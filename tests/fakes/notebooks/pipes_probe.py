@@ -2,7 +2,7 @@
 # ruff: noqa: F821  (dbutils is a global that Databricks provides)
 # MAGIC %md
 # MAGIC Test notebook for the fake Databricks workspace. It opens Dagster Pipes the way the
-# MAGIC medallion notebooks do and reports one custom message per table of the `tables` parameter.
+# MAGIC medallion notebooks do and reports one custom message per table of the `tables` parameter (a JSON list).
 # MAGIC `mode`: `ok` (default), `raise` (fails after logging), `block` (never ends; for cancellation).
 
 # COMMAND ----------
@@ -60,7 +60,9 @@ with open_dagster_pipes(
     context_loader=MountedContextLoader(),
     message_writer=MountedMessageWriter(interval=1),
 ) as pipes:
-    tables = [t for t in dbutils.widgets.get("tables").split(",") if t]
+    tables = json.loads(
+        dbutils.widgets.get("tables")
+    )  # a JSON list of table names, as in the medallion notebooks
     dbutils.widgets.text("mode", "ok")
     mode = dbutils.widgets.get("mode")
     pipes.log.info(f"pipes_probe: mode={mode} tables={tables}")
