@@ -1,11 +1,125 @@
-"""Dagster definitions of the medallion domain, merged by guidewire_pipeline/definitions.py."""
+"""Dagster definitions of the medallion domain, merged by guidewire_pipeline/definitions.py.
 
-from __future__ import annotations
+- ``cda_bronze`` and ``cda_silver``: partitioned like ``cda_raw`` (one key per CDA table, identity mapping);
+  a run over many partitions runs each notebook once for all of them (``BackfillPolicy.single_run``).
+- ``gold/<mart>``: one unpartitioned asset per SQL file in ``gold/``, depending on the silver partitions
+  it reads (ops may run every mart in one notebook run with ``run_gold``).
+- ``notebook_runner``: ``LocalNotebookRunner`` unless Databricks is configured.
+- ``medallion_job``: bronze -> silver -> gold for the selected partitions.
+"""
+
+# No "from __future__ import annotations": Dagster inspects the context type hints at runtime.
+
+import importlib
+import warnings
 
 import dagster as dg
 
+from guidewire_pipeline.medallion.layers import run_bronze, run_gold, run_silver
+from guidewire_pipeline.medallion.marts import Mart, load_marts
+from guidewire_pipeline.medallion.runners.base import NotebookRunner
+from guidewire_pipeline.medallion.runners.local import LocalNotebookRunner
+from guidewire_pipeline.raw.partitions import (
+    BRONZE_ASSET_KEY,
+    RAW_ASSET_KEY,
+    SILVER_ASSET_KEY,
+    gold_asset_key,
+    guidewire_tables,
+)
 from guidewire_pipeline.settings import Settings
+
+MEDALLION_GROUP = "medallion"
+DATABRICKS_RUNNER_MODULE = "guidewire_pipeline.medallion.runners.databricks"
+
+
+def build_notebook_runner(settings: Settings) -> NotebookRunner:
+    """The Databricks runner when Databricks is configured and its module exists; else the local one."""
+    if not settings.databricks_configured:
+        return LocalNotebookRunner()
+    try:
+        module = importlib.import_module(DATABRICKS_RUNNER_MODULE)
+    except ModuleNotFoundError as error:
+        if error.name != DATABRICKS_RUNNER_MODULE:
+            raise
+        warnings.warn(
+            "DATABRICKS_HOST and DATABRICKS_TOKEN are set but the Databricks runner is not installed yet: "
+            "notebooks run locally.",
+            stacklevel=2,
+        )
+        return LocalNotebookRunner()
+    runner_class = module.DatabricksNotebookRunner
+    from_settings = getattr(runner_class, "from_settings", None)
+    return from_settings(settings) if from_settings else runner_class()
+
+
+def build_medallion_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        key=BRONZE_ASSET_KEY,
+        partitions_def=guidewire_tables,
+        deps=[dg.AssetDep(RAW_ASSET_KEY, partition_mapping=dg.IdentityPartitionMapping())],
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=MEDALLION_GROUP,
+        kinds={"deltalake", "python"},
+        description="Raw CDA change rows, typed, with a sortable sequence key and lineage (notebook 01_bronze.py).",
+    )
+    def cda_bronze(
+        context: dg.AssetExecutionContext, notebook_runner: NotebookRunner
+    ) -> dg.MaterializeResult:
+        run_bronze(context, notebook_runner, settings, context.partition_keys)
+        # Per-table metadata is already on each partition (add_asset_metadata); nothing to add here.
+        return dg.MaterializeResult()
+
+    @dg.asset(
+        key=SILVER_ASSET_KEY,
+        partitions_def=guidewire_tables,
+        deps=[dg.AssetDep(BRONZE_ASSET_KEY, partition_mapping=dg.IdentityPartitionMapping())],
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=MEDALLION_GROUP,
+        kinds={"deltalake", "python"},
+        description="Current state of every Guidewire record, merged from bronze changes (notebook 02_silver.py).",
+    )
+    def cda_silver(
+        context: dg.AssetExecutionContext, notebook_runner: NotebookRunner
+    ) -> dg.MaterializeResult:
+        run_silver(context, notebook_runner, settings, context.partition_keys)
+        # Per-table metadata is already on each partition (add_asset_metadata); nothing to add here.
+        return dg.MaterializeResult()
+
+    return [cda_bronze, cda_silver, *(build_gold_asset(settings, mart) for mart in load_marts().values())]
+
+
+def build_gold_asset(settings: Settings, mart: Mart) -> dg.AssetsDefinition:
+    """One asset per mart file, so each mart depends on exactly the silver partitions it reads.
+    (A multi-asset would force one partition mapping onto every mart.)"""
+
+    @dg.asset(
+        key=gold_asset_key(mart.name),
+        deps=[
+            dg.AssetDep(
+                SILVER_ASSET_KEY, partition_mapping=dg.SpecificPartitionsPartitionMapping(list(mart.inputs))
+            )
+        ],
+        group_name=MEDALLION_GROUP,
+        kinds={"deltalake", "sql"},
+        description=f"{mart.description} (gold/{mart.path.name}, inputs: {', '.join(mart.inputs)}; notebook 03_gold.py)",
+    )
+    def gold_mart(context: dg.AssetExecutionContext, notebook_runner: NotebookRunner) -> dg.MaterializeResult:
+        run_gold(context, notebook_runner, settings, [mart.name])
+        # Per-table metadata is already on each partition (add_asset_metadata); nothing to add here.
+        return dg.MaterializeResult()
+
+    return gold_mart
 
 
 def build_defs(settings: Settings) -> dg.Definitions:
-    return dg.Definitions()
+    assets = build_medallion_assets(settings)
+    medallion_job = dg.define_asset_job(
+        "medallion_job",
+        selection=dg.AssetSelection.groups(MEDALLION_GROUP),
+        description="bronze -> silver -> gold for the selected guidewire_tables partitions.",
+    )
+    return dg.Definitions(
+        assets=assets,
+        jobs=[medallion_job],
+        resources={"notebook_runner": build_notebook_runner(settings)},
+    )

@@ -1,0 +1,26 @@
+-- Policies in force by product and calendar month, with their premium.
+-- inputs: pc_policyperiod
+-- A policy period counts in every month it overlaps: from the month of periodstart to the month before
+-- periodend (a period ending on the 1st at midnight is not in force that month). Cancelled periods carry no
+-- cancellation date here, so they are left out entirely.
+WITH period_months AS (
+    SELECT
+        productcode,
+        id,
+        totalpremium,
+        unnest(generate_series(
+            date_trunc('month', periodstart),
+            date_trunc('month', periodend - INTERVAL '1 millisecond'),
+            INTERVAL '1 month'
+        )) AS month_start
+    FROM pc_policyperiod
+    WHERE status <> 'cancelled' AND periodend > periodstart
+)
+SELECT
+    productcode AS product_code,
+    CAST(month_start AS DATE) AS month,
+    COUNT(DISTINCT id) AS policies_in_force,
+    SUM(totalpremium) AS total_premium_in_force
+FROM period_months
+GROUP BY productcode, CAST(month_start AS DATE)
+ORDER BY product_code, month

@@ -1,0 +1,215 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # 03 Gold: marts computed with DataFusion SQL over the silver tables
+# MAGIC Each mart is one SQL file of `guidewire_pipeline/medallion/gold/`; Dagster passes the SQL text and the
+# MAGIC silver tables it reads (its `-- inputs:` line) in the `marts` parameter, so this notebook needs no other file.
+# MAGIC Each input is registered under its table name; the result replaces `<delta_root>/gold/<mart>`.
+# MAGIC A mart whose inputs and SQL are unchanged since its last commit is not rewritten (no new version).
+# MAGIC A mart with a missing silver input is skipped with the reason. One Pipes custom message per mart.
+# MAGIC
+# MAGIC Parameters: `marts` (JSON object: mart -> {"sql": ..., "inputs": [...]}), `delta_root`.
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## Parameters and reporting (Pipes shim)
+# MAGIC The same cell opens every notebook. On Databricks the parameters are job widgets and Pipes talks
+# MAGIC through DBFS; on a laptop Dagster starts this file as a subprocess and passes them as Pipes extras.
+# MAGIC The cells below only see `pipes` (log and report) and `params` (a dict of strings).
+# MAGIC `GW_DBFS_MOUNT` replaces the `/dbfs` mount point (a fake workspace in tests mounts DBFS elsewhere).
+
+# COMMAND ----------
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from dagster_pipes import (
+    PipesBufferedFilesystemMessageWriterChannel,
+    PipesContext,
+    PipesDatabricksNotebookWidgetsParamsLoader,
+    PipesDbfsContextLoader,
+    PipesDbfsMessageWriter,
+    PipesEnvVarParamsLoader,
+    open_dagster_pipes,
+)
+
+
+def _dbfs_local_path(dbfs_path: str) -> str:
+    return os.path.join(os.environ.get("GW_DBFS_MOUNT") or "/dbfs", dbfs_path.lstrip("/"))
+
+
+class _MountedDbfsContextLoader(PipesDbfsContextLoader):
+    @contextmanager
+    def load_context(self, params: Any) -> Iterator[Any]:
+        with open(_dbfs_local_path(params["path"]), encoding="utf-8") as context_file:
+            yield json.load(context_file)
+
+
+class _MountedDbfsMessageWriter(PipesDbfsMessageWriter):
+    def make_channel(self, params: Any) -> PipesBufferedFilesystemMessageWriterChannel:
+        return PipesBufferedFilesystemMessageWriterChannel(
+            path=_dbfs_local_path(params["path"]), interval=self.interval
+        )
+
+    def get_opened_extras(self) -> Any:
+        # Outside a real cluster there is no Spark session to ask for the driver log location.
+        return {} if os.environ.get("GW_DBFS_MOUNT") else super().get_opened_extras()
+
+
+def open_notebook_pipes(names: list[str]) -> tuple[PipesContext, dict[str, str]]:
+    """Open Pipes and return it with the parameters ``names`` as strings (widgets or Pipes extras)."""
+    widgets = getattr(globals().get("dbutils"), "widgets", None)
+    if widgets is not None:
+        pipes = open_dagster_pipes(
+            params_loader=PipesDatabricksNotebookWidgetsParamsLoader(widgets),
+            context_loader=_MountedDbfsContextLoader(),
+            message_writer=_MountedDbfsMessageWriter(),
+        )
+        values = {name: widgets.get(name) for name in names}
+    else:
+        if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
+            raise RuntimeError(
+                "No Dagster Pipes context and no Databricks widgets: run this notebook through Dagster "
+                "(the notebook_runner resource) or as a Databricks job with widgets " + ", ".join(names) + "."
+            )
+        pipes = open_dagster_pipes()
+        values = {name: pipes.extras.get(name) for name in names}
+    missing = [name for name, value in values.items() if value is None or value == ""]
+    if missing:
+        raise ValueError(f"Notebook parameters {missing} are missing: pass them as widgets or Pipes extras.")
+    return pipes, {name: str(value) for name, value in values.items()}
+
+
+def delta_storage_options(uri: str) -> dict[str, str]:
+    """delta-rs options for ``uri`` from the standard AWS_* variables (never from parameters: no secrets in Pipes)."""
+    if not uri.startswith(("s3://", "s3a://")):
+        return {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    options = {"AWS_REGION": region, "aws_conditional_put": "etag"}
+    if endpoint:
+        options["AWS_ENDPOINT_URL"] = endpoint
+        if endpoint.startswith("http://"):
+            options["AWS_ALLOW_HTTP"] = "true"
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        if os.environ.get(name):
+            options[name] = os.environ[name]
+    return options
+
+
+# COMMAND ----------
+
+pipes, params = open_notebook_pipes(["marts", "delta_root"])
+marts: dict[str, dict[str, Any]] = json.loads(params["marts"])
+delta_root = params["delta_root"].rstrip("/")
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## Gold for one mart
+
+# COMMAND ----------
+
+import hashlib
+import traceback
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalake
+
+VIEW_TYPES = {pa.string_view(): pa.string(), pa.binary_view(): pa.binary()}
+
+
+def plain_types(result: pa.Table) -> pa.Table:
+    """DataFusion returns view types; store plain strings and binaries, which every Delta reader knows."""
+    schema = pa.schema([field.with_type(VIEW_TYPES.get(field.type, field.type)) for field in result.schema])
+    return result.cast(schema)
+
+
+def gold_mart(mart: str, sql: str, inputs: list[str]) -> dict[str, Any]:
+    """Recompute ``<delta_root>/gold/<mart>`` from its silver inputs. Returns the Pipes message."""
+    gold_uri = f"{delta_root}/gold/{mart}"
+    result: dict[str, Any] = {"table": mart, "layer": "gold", "gold_uri": gold_uri, "inputs": inputs}
+    query = QueryBuilder()
+    input_versions = {}
+    for table_name in inputs:
+        silver_uri = f"{delta_root}/silver/{table_name}"
+        options = delta_storage_options(silver_uri)
+        if not DeltaTable.is_deltatable(silver_uri, storage_options=options):
+            return {
+                **result,
+                "status": "skipped",
+                "reason": f"silver table {table_name} does not exist at {silver_uri}: materialize cda_silver for {table_name} (or drop mart {mart})",
+            }
+        silver = DeltaTable(silver_uri, storage_options=options)
+        input_versions[table_name] = silver.version()
+        query.register(table_name, silver)
+    # What this mart was computed from: the same inputs and SQL give the same mart, so nothing to commit.
+    state = json.dumps(
+        {"inputs": input_versions, "sql_sha256": hashlib.sha256(sql.encode()).hexdigest()}, sort_keys=True
+    )
+    result.update(input_versions=input_versions)
+    gold_options = delta_storage_options(gold_uri)
+    if DeltaTable.is_deltatable(gold_uri, storage_options=gold_options):
+        gold = DeltaTable(gold_uri, storage_options=gold_options)
+        last_state = gold.history(1)[0].get("gw_gold_state")
+        if last_state == state:
+            return {
+                **result,
+                "status": "ok",
+                "reason": "inputs and SQL unchanged",
+                "rows_out": gold.to_pyarrow_dataset().count_rows(),
+                "gold_version": gold.version(),
+                "committed": False,
+            }
+    rows = plain_types(pa.table(query.execute(sql).read_all()))
+    write_deltalake(
+        gold_uri,
+        rows,
+        mode="overwrite",
+        schema_mode="overwrite",
+        storage_options=gold_options,
+        commit_properties=CommitProperties(custom_metadata={"gw_layer": "gold", "gw_gold_state": state}),
+    )
+    rows_in = sum(
+        DeltaTable(
+            f"{delta_root}/silver/{t}", storage_options=delta_storage_options(f"{delta_root}/silver/{t}")
+        )
+        .to_pyarrow_dataset()
+        .count_rows()
+        for t in inputs
+    )
+    gold = DeltaTable(gold_uri, storage_options=gold_options)
+    return {
+        **result,
+        "status": "ok",
+        "rows_in": rows_in,
+        "rows_out": rows.num_rows,
+        "gold_version": gold.version(),
+        "committed": True,
+    }
+
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## Run every mart and report each one
+
+# COMMAND ----------
+
+with pipes:
+    for mart_name, mart in marts.items():
+        try:
+            message = gold_mart(mart_name, mart["sql"], list(mart["inputs"]))
+        except Exception as error:  # one mart's problem is reported for that mart; the others carry on
+            pipes.log.error(f"gold {mart_name} failed: {error}\n{traceback.format_exc()}")
+            message = {
+                "table": mart_name,
+                "layer": "gold",
+                "status": "failed",
+                "reason": f"{type(error).__name__}: {error}",
+            }
+        if message["status"] == "skipped":
+            pipes.log.warning(f"gold {mart_name} skipped: {message['reason']}")
+        pipes.report_custom_message(message)

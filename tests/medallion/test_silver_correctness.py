@@ -1,0 +1,195 @@
+"""Silver against an independent plain-Python reference, through the bronze and silver assets.
+
+Each case is a table of its own, so one bronze run and one silver run per tick handle every case at
+once (the batching the assets promise). After every tick, each silver table must equal the reference
+computed from all raw change rows delivered so far."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+from deltalake import DeltaTable
+
+from guidewire_pipeline.medallion.defs import build_medallion_assets
+from guidewire_pipeline.medallion.runners.local import LocalNotebookRunner
+from guidewire_pipeline.raw.partitions import BRONZE_ASSET_KEY, GUIDEWIRE_TABLES, SILVER_ASSET_KEY
+from guidewire_pipeline.settings import Settings
+from tests.medallion.raw_tables import (
+    DELETE,
+    INSERT,
+    INSERT_2,
+    UPDATE,
+    append_raw_batch,
+    change_rows,
+    reference_current_state,
+)
+
+BUSINESS = [pa.field("name", pa.string()), pa.field("amount", pa.decimal128(18, 2))]
+VALUE_COLUMNS = ["name", "amount"]
+
+
+def c(id_: int, seq: str, op: int, name: str | None = None) -> dict[str, Any]:
+    from decimal import Decimal
+
+    return {"id": id_, "seq": seq, "op": op, "name": name, "amount": Decimal(int(seq, 16) % 100_000) / 100}
+
+
+def random_stream(seed: int, ids: int, changes: int) -> list[dict[str, Any]]:
+    """A plausible CDC stream (insert, updates, delete, re-insert) with hex sequences of mixed widths."""
+    rng = random.Random(seed)
+    stream, alive, seq = [], set(), 1
+    for _ in range(changes):
+        id_ = rng.randrange(ids)
+        seq += rng.randrange(1, 5000)
+        width = rng.choice([0, 8, 16, 20, 24])  # 0: no padding at all
+        seq_hex = format(seq, "x").rjust(width, "0")
+        seq_hex = seq_hex.upper() if rng.random() < 0.2 else seq_hex
+        if id_ not in alive:
+            op = rng.choice([INSERT, INSERT_2])
+            alive.add(id_)
+        elif rng.random() < 0.25:
+            op = DELETE
+            alive.discard(id_)
+        else:
+            op = UPDATE
+        stream.append(c(id_, seq_hex, op, f"v{seq}"))
+    return stream
+
+
+# Cases: table -> batches (each batch one raw commit; several batches may land before one tick).
+CASES: dict[str, list[list[dict[str, Any]]]] = {
+    "t_delete": [[c(1, "01", INSERT, "a"), c(2, "02", INSERT, "b")], [c(1, "03", DELETE)], []],
+    "t_reinsert": [[c(1, "01", INSERT, "first")], [c(1, "05", DELETE)], [c(1, "09", INSERT_2, "again")]],
+    "t_updates_in_one_batch": [
+        # Several updates of one id in one batch, out of order in the file, plus an exact duplicate row.
+        [
+            c(1, "0c", UPDATE, "third"),
+            c(1, "01", INSERT, "first"),
+            c(1, "0a", UPDATE, "second"),
+            c(1, "0c", UPDATE, "third"),
+        ],
+        [],
+        [],
+    ],
+    "t_out_of_order": [
+        # id 1: the newest change arrives first; older ones arrive in later batches and must not win.
+        # id 3: deleted in batch 1; an older update arriving later must not bring it back.
+        [
+            c(1, "07", UPDATE, "newest"),
+            c(2, "03", INSERT, "two"),
+            c(3, "01", INSERT, "x"),
+            c(3, "10", DELETE),
+        ],
+        [c(1, "02", INSERT, "oldest"), c(3, "06", UPDATE, "late")],
+        [c(1, "05", UPDATE, "middle"), c(2, "04", UPDATE, "two-b")],
+    ],
+    "t_hex_widths": [
+        # "ff" < "100" as numbers but not as strings; upper case and long, zero-padded values mixed in.
+        [c(1, "ff", INSERT, "ff"), c(2, "00000000000000000000a1", INSERT, "a1")],
+        [c(1, "100", UPDATE, "0x100"), c(2, "9f", UPDATE, "older"), c(3, "1A0", INSERT, "upper")],
+        [
+            c(3, "0000000000000000019f", UPDATE, "older-padded"),
+            c(1, "00000000000000000000000101", UPDATE, "0x101"),
+        ],
+    ],
+    "t_replay": [
+        [c(1, "01", INSERT, "one"), c(2, "02", INSERT, "two")],
+        [c(1, "03", UPDATE, "one-b"), c(2, "04", DELETE)],
+        # Batch 1 delivered again (same rows, new batch folder): nothing may change.
+        [c(1, "01", INSERT, "one"), c(2, "02", INSERT, "two")],
+    ],
+}
+RANDOM = random_stream(seed=7, ids=40, changes=400)
+CASES["t_random"] = [RANDOM[:150], RANDOM[250:], RANDOM[150:250]]  # batches out of order
+for table in CASES.values():
+    random.Random(3).shuffle(table[0])
+
+
+def materialize_layers(
+    settings: Settings, instance: dg.DagsterInstance, tables: list[str]
+) -> dg.ExecuteInProcessResult:
+    assets = build_medallion_assets(settings)[:2]
+    return dg.materialize(
+        assets,
+        instance=instance,
+        resources={"notebook_runner": LocalNotebookRunner()},
+        tags={
+            "dagster/asset_partition_range_start": tables[0],
+            "dagster/asset_partition_range_end": tables[-1],
+        },
+    )
+
+
+def latest_metadata(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> dict[str, dict[str, Any]]:
+    """partition -> metadata values of its newest materialization."""
+    latest: dict[str, dict[str, Any]] = {}
+    for record in instance.fetch_materializations(asset_key, limit=1000).records:  # newest first
+        event = record.asset_materialization
+        if event is not None and event.partition not in latest:
+            latest[event.partition] = {k: v.value for k, v in event.metadata.items()}
+    return latest
+
+
+def silver_state(delta_root: Path, table: str) -> dict[int, dict[str, Any]]:
+    rows = DeltaTable(str(delta_root / "silver" / table)).to_pyarrow_table().to_pylist()
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)), f"silver {table} has duplicate ids"
+    return {r["id"]: {col: r[col] for col in VALUE_COLUMNS} for r in rows}
+
+
+def test_silver_matches_reference_after_every_tick(
+    delta_root: Path, medallion_settings: Settings, instance: dg.DagsterInstance
+):
+    tables = [*CASES, "t_no_change_columns", "t_never_delivered"]
+    instance.add_dynamic_partitions(GUIDEWIRE_TABLES, tables)
+    append_raw_batch(
+        delta_root,
+        "t_no_change_columns",
+        pa.table({"code": ["a", "b"], "label": ["A", "B"]}),
+        1_700_000_000_000,
+    )
+    delivered: dict[str, list[dict[str, Any]]] = {t: [] for t in CASES}
+    watermark = 1_700_000_000_000
+    for tick in range(3):
+        for table, batches in CASES.items():
+            if batches[tick]:
+                watermark += 1000
+                rows = change_rows(batches[tick], BUSINESS)
+                append_raw_batch(delta_root, table, rows, watermark)
+                delivered[table].extend(rows.to_pylist())
+        result = materialize_layers(medallion_settings, instance, tables)
+        assert result.success
+        for table in CASES:
+            assert silver_state(delta_root, table) == reference_current_state(
+                delivered[table], VALUE_COLUMNS
+            ), (table, tick)
+        if tick == 0:
+            first_bronze = latest_metadata(instance, BRONZE_ASSET_KEY)
+            assert "no change columns" in first_bronze["t_no_change_columns"]["warnings"]
+            assert first_bronze["t_updates_in_one_batch"]["duplicates_dropped"] == 1
+
+    # Per-partition metadata: each partition carries its own figures, not a copy of one table's.
+    silver_events = latest_metadata(instance, SILVER_ASSET_KEY)
+    bronze_events = latest_metadata(instance, BRONZE_ASSET_KEY)
+    assert silver_events["t_no_change_columns"]["status"] == "skipped"
+    assert "change columns" in silver_events["t_no_change_columns"]["reason"]
+    assert silver_events["t_never_delivered"]["status"] == "skipped"
+    assert bronze_events["t_never_delivered"]["status"] == "skipped"
+    assert "no raw Delta table" in bronze_events["t_never_delivered"]["reason"]
+    # The replayed batch reached bronze as 2 raw rows and was dropped there: silver saw nothing new.
+    assert (bronze_events["t_replay"]["rows_in"], bronze_events["t_replay"]["rows_out"]) == (2, 0)
+    assert silver_events["t_replay"]["rows_in"] == 0
+    assert silver_events["t_updates_in_one_batch"]["silver_rows"] == 1
+    assert bronze_events["t_updates_in_one_batch"]["raw_version"] == 0
+    assert bronze_events["t_random"]["raw_version"] == 2
+
+    # Nothing new: neither bronze nor silver commits a new version.
+    versions = {t: DeltaTable(str(delta_root / "silver" / t)).version() for t in CASES}
+    bronze_versions = {t: DeltaTable(str(delta_root / "bronze" / t)).version() for t in CASES}
+    assert materialize_layers(medallion_settings, instance, tables).success
+    assert versions == {t: DeltaTable(str(delta_root / "silver" / t)).version() for t in CASES}
+    assert bronze_versions == {t: DeltaTable(str(delta_root / "bronze" / t)).version() for t in CASES}
