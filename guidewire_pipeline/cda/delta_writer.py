@@ -137,9 +137,12 @@ def sync_table(
     *,
     clone_mode: CloneMode = "deep",
     progress: Progress | None = None,
+    plan: LoadPlan | None = None,
 ) -> TableSyncResult:
     """Bring the raw Delta table at ``location`` up to ``entry``'s manifest watermark.
 
+    ``plan`` may carry a listing made moments ago; it is reused only if the table's savepoint is
+    still the one it was planned from (each batch is re-checked against the savepoint anyway).
     Never raises for a table-level problem: the result carries ``status="failed"`` and an error that
     names the table, so one bad table never stops the others.
     """
@@ -151,7 +154,8 @@ def sync_table(
     try:
         table = open_table(location)
         result.watermark_before = result.watermark_after = loaded_watermark(table)
-        plan = plan_table(entry, result.watermark_before)
+        if plan is None or plan.loaded_watermark != result.watermark_before:
+            plan = plan_table(entry, result.watermark_before)
         result.warnings.extend(plan.warnings)
         if progress and plan.batches:
             progress(f"{entry.table}: {len(plan.batches)} pending batches, {plan.pending_files} files, "

@@ -1,0 +1,184 @@
+"""The sync engine: bring many raw tables up to their manifest watermarks, tables in parallel on Ray.
+
+One engine for every entry point: the raw asset's I/O manager, ``cda_sync_job``, the sensor's runs
+and the benchmarks all call ``sync_tables``.
+
+- Tables already at their manifest watermark are settled in the driver with one small Delta log read
+  each, so a run with nothing to do never starts Ray.
+- The others run as Ray tasks: on a local Ray by default, on a cluster when an address is given
+  (``RAY_ADDRESS``). Ray is started or connected once per process.
+- A table's failure is its own: its result says ``failed`` with the reason, the others carry on and
+  stay committed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from guidewire_pipeline.cda.delta_writer import (
+    CloneMode,
+    TableSyncResult,
+    loaded_watermark,
+    open_table,
+    sync_table,
+)
+from guidewire_pipeline.cda.load_plan import LoadPlan, plan_table
+from guidewire_pipeline.cda.manifest import ManifestEntry
+from guidewire_pipeline.cda.storage import Location
+
+Progress = Callable[[str], None]
+_ray_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """Where the heavy work runs: local Ray (address None) or a cluster; CPUs for a local Ray."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+
+
+def raw_table_location(delta_root: str, table: str) -> Location:
+    """``<GW_DELTA_ROOT>/raw/<table>``."""
+    return Location.parse(delta_root).join("raw", table)
+
+
+def sync_tables(
+    entries: Iterable[ManifestEntry],
+    delta_root: str,
+    *,
+    ray: RaySettings | None = None,
+    clone_mode: CloneMode = "deep",
+    progress: Progress | None = None,
+    on_result: Callable[[TableSyncResult], None] | None = None,
+) -> list[TableSyncResult]:
+    """Sync every entry's raw table; returns one result per entry (failed ones included)."""
+    entries = list(entries)
+    results: list[TableSyncResult] = []
+
+    def finish(result: TableSyncResult) -> None:
+        results.append(result)
+        if on_result:
+            on_result(result)
+        if progress and (result.status != "up_to_date" or len(entries) <= 20):
+            progress(_describe(result, len(results), len(entries)))
+
+    pending: list[tuple[ManifestEntry, LoadPlan]] = []
+    for entry, settled in zip(entries, _settle(entries, delta_root), strict=True):
+        if isinstance(settled, LoadPlan):
+            pending.append((entry, settled))
+        else:
+            finish(settled)
+    if progress:
+        progress(f"{len(entries) - len(pending)} of {len(entries)} tables have nothing to load; "
+                 f"{len(pending)} to load")
+    if pending:
+        _run_on_ray(pending, delta_root, ray or RaySettings(), clone_mode, finish)
+    order = {entry.table: i for i, entry in enumerate(entries)}
+    return sorted(results, key=lambda r: order[r.table])
+
+
+def _settle(entries: list[ManifestEntry], delta_root: str) -> list[TableSyncResult | LoadPlan]:
+    """For each entry: an ``up_to_date`` result when nothing is pending, else its load plan.
+
+    A table at its manifest watermark costs one small log read and no listing; a table behind costs
+    its listing, which the Ray task then reuses. Reads run on threads: they wait on storage."""
+
+    def settle(entry: ManifestEntry) -> TableSyncResult | LoadPlan:
+        started = time.monotonic()
+        location = raw_table_location(delta_root, entry.table)
+        try:
+            table = open_table(location)
+            watermark = loaded_watermark(table)
+            if watermark is None or watermark < entry.manifest_watermark:
+                plan = plan_table(entry, watermark)
+                if not plan.is_empty:
+                    return plan
+        except Exception as exc:  # the table's own problem: report it, keep the others going
+            return TableSyncResult(
+                table=entry.table, status="failed", manifest_watermark=entry.manifest_watermark,
+                watermark_before=None, watermark_after=None, uri=location.uri,
+                error=f"Table {entry.table!r}: {exc}", duration_s=time.monotonic() - started)
+        loaded = [fp.fingerprint for fp in entry.fingerprints if watermark is not None and fp.starts_at <= watermark]
+        return TableSyncResult(
+            table=entry.table, status="up_to_date", manifest_watermark=entry.manifest_watermark,
+            watermark_before=watermark, watermark_after=watermark,
+            delta_version=table.version() if table is not None else None,
+            fingerprints=loaded, uri=location.uri, duration_s=time.monotonic() - started,
+        )
+
+    if not entries:
+        return []
+    with ThreadPoolExecutor(max_workers=min(16, len(entries))) as pool:
+        return list(pool.map(settle, entries))
+
+
+def ensure_ray(settings: RaySettings) -> dict[str, Any]:
+    """Start a local Ray, or connect to ``settings.address``, once per process. Returns Ray's
+    cluster resources (for metadata and logs)."""
+    import ray
+
+    with _ray_lock:
+        if not ray.is_initialized():
+            if settings.address:
+                ray.init(address=settings.address, log_to_driver=False, configure_logging=False)
+            else:
+                ray.init(num_cpus=settings.num_cpus, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+    return dict(ray.cluster_resources())
+
+
+_remote_sync: Any = None
+
+
+def _remote() -> Any:
+    global _remote_sync
+    if _remote_sync is None:
+        import ray
+
+        # max_retries=0: a retry is the next run's job, and exactly-once makes it safe.
+        _remote_sync = ray.remote(num_cpus=1, max_retries=0)(sync_table)
+    return _remote_sync
+
+
+def _run_on_ray(
+    work: list[tuple[ManifestEntry, LoadPlan]], delta_root: str, settings: RaySettings, clone_mode: CloneMode,
+    finish: Callable[[TableSyncResult], None],
+) -> None:
+    import ray
+
+    ensure_ray(settings)
+    remote = _remote()
+    futures = {
+        remote.remote(entry, raw_table_location(delta_root, entry.table), clone_mode=clone_mode, plan=plan): entry
+        for entry, plan in work
+    }
+    waiting = list(futures)
+    while waiting:
+        done, waiting = ray.wait(waiting, num_returns=1)
+        for ref in done:
+            entry = futures[ref]
+            try:
+                finish(ray.get(ref))
+            except Exception as exc:  # a worker died (out of memory, killed): that table failed
+                finish(TableSyncResult(
+                    table=entry.table, status="failed", manifest_watermark=entry.manifest_watermark,
+                    watermark_before=None, watermark_after=None,
+                    uri=raw_table_location(delta_root, entry.table).uri,
+                    error=f"Table {entry.table!r}: its Ray task failed: {exc}",
+                ))
+
+
+def _describe(result: TableSyncResult, number: int, total: int) -> str:
+    prefix = f"[{number}/{total}] {result.table}:"
+    if result.status == "failed":
+        return f"{prefix} FAILED: {result.error}"
+    if result.status == "up_to_date":
+        return f"{prefix} up to date at {result.watermark_after}"
+    return (f"{prefix} {result.batches_applied} batches, {result.rows_added} rows, "
+            f"watermark {result.watermark_before} -> {result.watermark_after} ({result.duration_s:.1f}s)")

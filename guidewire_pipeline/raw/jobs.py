@@ -1,0 +1,89 @@
+"""Jobs of the raw layer.
+
+- ``cda_raw_job``: the partitioned asset job, for per-table runs from the UI and for backfills.
+- ``cda_sync_job``: any set of tables in one run, tables in parallel on Ray. Dagster cannot put an
+  arbitrary set of dynamic partitions into one asset run (ranges must be contiguous), so this op
+  job takes the tables in its run config and records each table's result as a materialization of
+  that table's partition, with the same metadata as the asset path.
+"""
+
+
+import dagster as dg
+from pydantic import Field
+
+from guidewire_pipeline.raw.io_manager import RayDeltaIOManager
+from guidewire_pipeline.raw.observability import evaluate_checks, sync_metadata
+from guidewire_pipeline.raw.partitions import GUIDEWIRE_TABLES, RAW_ASSET_KEY
+from guidewire_pipeline.raw.resources import CdaSource
+
+cda_raw_job = dg.define_asset_job(
+    "cda_raw_job",
+    selection=dg.AssetSelection.keys(RAW_ASSET_KEY),
+    description="Load the selected table partitions of cda_raw (UI runs and backfills).",
+    tags={"guidewire/job": "cda_raw"},
+)
+
+
+class SyncConfig(dg.Config):
+    tables: list[str] = Field(
+        default_factory=list,
+        description="Tables to sync. Empty: every table in the manifest, after the include and exclude lists.")
+
+
+@dg.op(out=dg.Out(list[str], description="The tables that loaded new batches."))
+def sync_raw_tables(
+    context: dg.OpExecutionContext, config: SyncConfig, cda_source: CdaSource, raw_io_manager: dg.ResourceParam[RayDeltaIOManager]
+) -> list[str]:
+    """Sync the configured tables into raw Delta, then record each table's result on its partition.
+    Finishes every table, then fails naming the tables that failed."""
+    manifest = cda_source.read_manifest()
+    for problem in manifest.problems:
+        context.log.warning(f"Manifest problem, table skipped: {problem}")
+    tables = config.tables or cda_source.select(manifest)
+    unknown = sorted(set(tables) - set(manifest.entries))
+    entries = [manifest.entries[t] for t in tables if t in manifest.entries]
+
+    known = set(context.instance.get_dynamic_partitions(GUIDEWIRE_TABLES))
+    new_partitions = [e.table for e in entries if e.table not in known]
+    if new_partitions:
+        context.instance.add_dynamic_partitions(GUIDEWIRE_TABLES, new_partitions)
+        context.log.info(f"Registered {len(new_partitions)} new table partitions")
+
+    context.log.info(f"Syncing {len(entries)} tables from {manifest.uri}")
+    results = raw_io_manager.sync(entries, log=context.log)
+    for result in results:
+        if result.status == "loaded":
+            context.log_event(dg.AssetMaterialization(
+                asset_key=RAW_ASSET_KEY, partition=result.table, metadata=sync_metadata(result)))
+            for outcome in evaluate_checks(manifest.entries[result.table], raw_io_manager.delta_root):
+                context.log_event(dg.AssetCheckEvaluation(
+                    asset_key=RAW_ASSET_KEY, check_name=outcome.name, passed=outcome.passed,
+                    severity=dg.AssetCheckSeverity.WARN, description=outcome.description,
+                    metadata=outcome.metadata, partition=result.table))
+
+    failures = {r.table: r.error or "failed" for r in results if not r.ok}
+    for table in unknown:
+        problems = manifest.problems_for(table)
+        failures[table] = "; ".join(map(str, problems)) if problems else f"table {table!r} is not in the manifest"
+    loaded = [r.table for r in results if r.status == "loaded"]
+    context.add_output_metadata({
+        "tables": len(tables), "loaded": len(loaded), "failed": len(failures),
+        "rows_added": sum(r.rows_added for r in results),
+        "up_to_date": sum(1 for r in results if r.status == "up_to_date"),
+    })
+    if failures:
+        raise dg.Failure(
+            description=f"{len(failures)} of {len(tables)} tables failed (the others are committed): "
+            + "; ".join(f"{t}: {reason}" for t, reason in sorted(failures.items())),
+            metadata={"failed_tables": dg.MetadataValue.json(sorted(failures))},
+        )
+    return loaded
+
+
+@dg.job(
+    description="Sync a set of CDA tables (run config `tables`; default: all) into raw Delta in one run, "
+    "tables in parallel on Ray. Used by the manifest sensor and by `dagster job execute` in CI.",
+    tags={"guidewire/job": "cda_sync"},
+)
+def cda_sync_job() -> None:
+    sync_raw_tables()

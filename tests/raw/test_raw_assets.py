@@ -1,0 +1,133 @@
+"""The raw layer end to end through Dagster, on local folders and on moto's S3 server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable
+
+from guidewire_pipeline.cda.delta_writer import APP_ID
+from guidewire_pipeline.cda.storage import Location
+from guidewire_pipeline.raw.assets import cda_raw, raw_checks
+from guidewire_pipeline.raw.defs import build_resources
+from guidewire_pipeline.raw.partitions import GUIDEWIRE_TABLES, RAW_ASSET_KEY
+from guidewire_pipeline.sample.generator import advance, generate
+from guidewire_pipeline.settings import Settings
+from tests.raw.helpers import change_keys, committed_folders, committed_rows, delta_keys, manifest
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+TABLES = ["cc_claim", "cc_exposure", "pc_policyperiod"]
+
+
+def settings_for(manifest_uri: str, delta_root: str) -> Settings:
+    return Settings(manifest_uri=manifest_uri, delta_root=delta_root, sharepack=None, ray_address=None,
+                    databricks_host=None)
+
+
+def materialize(instance, settings: Settings, partition_key: str | None = None, tags: dict | None = None):
+    return dg.materialize([cda_raw, *raw_checks], instance=instance, resources=build_resources(settings),
+                          partition_key=partition_key, tags=tags, raise_on_error=False)
+
+
+def test_materialize_local_matches_committed_folders(sample_cda: Path, tmp_path: Path):
+    settings = settings_for(str(sample_cda / "manifest.json"), str(tmp_path / "delta"))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(GUIDEWIRE_TABLES, TABLES)
+        for table in TABLES:
+            result = materialize(instance, settings, partition_key=table)
+            assert result.success
+            uri = str(tmp_path / "delta" / "raw" / table)
+            delta = DeltaTable(uri)
+            expected = committed_rows(sample_cda, table)
+            assert delta_keys(uri) == change_keys(expected)  # every committed row, nothing in flight
+            assert delta.transaction_version(APP_ID) == int(manifest(sample_cda)[table]["lastSuccessfulWriteTimestamp"])
+            history = sorted(delta.history(), key=lambda h: h["version"])
+            assert [int(h["gw_watermark"]) for h in history] == [int(f.name) for f in committed_folders(sample_cda, table)]
+            assert [h["gw_fingerprint"] for h in history] == [f.parent.name for f in committed_folders(sample_cda, table)]
+
+            event = result.get_asset_materialization_events()[0].materialization
+            assert event.partition == table
+            assert event.metadata["rows_added"].value == expected.num_rows
+            assert event.metadata["dagster/row_count"].value == expected.num_rows
+            assert event.metadata["delta_version"].value == len(history) - 1
+            assert event.metadata["lag_ms"].value == 0
+            assert {c.name for c in event.metadata["dagster/column_schema"].schema.columns} >= {"id", "gwcbi___seqval_hex"}
+            checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+            assert checks == {"caught_up": True, "record_count": True, "schema_fingerprints": True}
+
+        # cc_claim changed schema half-way: its earlier rows read back with a null new column.
+        claims = DeltaTable(str(tmp_path / "delta" / "raw" / "cc_claim")).to_pyarrow_table()
+        assert "severity" in claims.column_names
+        assert 0 < claims["severity"].null_count < claims.num_rows
+
+
+def test_incremental_runs_add_only_new_batches(sample_cda: Path, tmp_path: Path):
+    settings = settings_for(str(sample_cda / "manifest.json"), str(tmp_path / "delta"))
+    uri = str(tmp_path / "delta" / "raw" / "cc_exposure")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(GUIDEWIRE_TABLES, ["cc_exposure"])
+        assert materialize(instance, settings, "cc_exposure").success
+        version = DeltaTable(uri).version()
+        again = materialize(instance, settings, "cc_exposure")
+        assert again.success
+        assert DeltaTable(uri).version() == version  # nothing pending: no new Delta version
+        assert again.get_asset_materialization_events()[0].materialization.metadata["rows_added"].value == 0
+
+        advance(str(sample_cda), batches=2)
+        after = materialize(instance, settings, "cc_exposure")
+        assert after.success
+        # The old in-flight folder plus two new ones: three commits, no more.
+        assert DeltaTable(uri).version() == version + 3
+        assert delta_keys(uri) == change_keys(committed_rows(sample_cda, "cc_exposure"))
+        assert after.get_asset_materialization_events()[0].materialization.metadata["batches_applied"].value == 3
+
+
+def test_type_change_fails_only_that_table(sample_cda: Path, tmp_path: Path):
+    last = committed_folders(sample_cda, "cc_contact")[-1]
+    for path in last.glob("*.parquet"):
+        if path.stat().st_size:
+            data = pq.read_table(path)
+            index = data.schema.get_field_index("gwcbi___tx_id")
+            pq.write_table(data.set_column(index, "gwcbi___tx_id", data["gwcbi___tx_id"].cast(pa.string())), path)
+    settings = settings_for(str(sample_cda / "manifest.json"), str(tmp_path / "delta"))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(GUIDEWIRE_TABLES, ["cc_claim", "cc_contact"])
+        result = materialize(instance, settings, tags={
+            "dagster/asset_partition_range_start": "cc_claim", "dagster/asset_partition_range_end": "cc_contact"})
+        assert not result.success
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        message = failure.step_failure_data.error.message
+        assert "cc_contact" in message and "gwcbi___tx_id" in message and "int64" in message and "string" in message
+        # cc_claim succeeded, stays committed, and its materialization is recorded.
+        assert [e.partition for e in result.get_asset_materialization_events()] == ["cc_claim"]
+        assert DeltaTable(str(tmp_path / "delta" / "raw" / "cc_claim")).transaction_version(APP_ID) is not None
+        # cc_contact kept every batch before the bad one, and nothing of the bad one.
+        contact = DeltaTable(str(tmp_path / "delta" / "raw" / "cc_contact"))
+        assert contact.transaction_version(APP_ID) == int(committed_folders(sample_cda, "cc_contact")[-2].name)
+        instance_materialized = instance.get_materialized_partitions(RAW_ASSET_KEY)
+        assert instance_materialized == {"cc_claim"}
+
+
+def test_s3_end_to_end(s3_bucket: str):
+    cda = f"s3://{s3_bucket}/cda"
+    generate(cda, tables=3, batches=3, rows=40, seed=4)
+    settings = settings_for(f"{cda}/manifest.json", f"s3://{s3_bucket}/lake")
+    raw = Location.parse(f"s3://{s3_bucket}/lake/raw/pc_policyline")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(GUIDEWIRE_TABLES, ["pc_policyline"])
+        result = materialize(instance, settings, "pc_policyline")
+        assert result.success
+        delta = DeltaTable(raw.delta_uri, storage_options=raw.delta_storage_options())
+        assert delta.version() == 2  # three committed folders, three commits
+        assert delta.transaction_version(APP_ID) == 1_700_000_000_000 + 2 * 900_000
+        assert len(delta.to_pyarrow_table()) == 3 * 40
+        assert materialize(instance, settings, "pc_policyline").success
+        assert DeltaTable(raw.delta_uri, storage_options=raw.delta_storage_options()).version() == 2
+        advance(cda, batches=1)
+        assert materialize(instance, settings, "pc_policyline").success
+        delta = DeltaTable(raw.delta_uri, storage_options=raw.delta_storage_options())
+        assert delta.version() == 4 and len(delta.to_pyarrow_table()) == 5 * 40
