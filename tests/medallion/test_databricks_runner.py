@@ -61,8 +61,16 @@ def _step_failure(result: dg.ExecuteInProcessResult) -> dg.DagsterEvent:
     return failures[0]
 
 
-def test_success_reports_tables_run_id_and_url(ws):
-    result = _materialize("ok", _runner())
+NEW_CLUSTER = {"spark_version": "15.4.x-scala2.12", "node_type_id": "m5.large", "num_workers": 1}
+
+
+@pytest.mark.parametrize(
+    "compute",
+    [{}, {"existing_cluster_id": None, "new_cluster": NEW_CLUSTER}],
+    ids=["existing_cluster", "new_cluster"],
+)
+def test_success_reports_tables_run_id_and_url(ws, compute):
+    result = _materialize("ok", _runner(**compute))
 
     assert result.success, [str(e.event_specific_data) for e in result.all_events if e.is_failure]
     metadata = result.asset_materializations_for_node("probe")[0].metadata
@@ -73,7 +81,10 @@ def test_success_reports_tables_run_id_and_url(ws):
     assert metadata["databricks_run_url"].value == ws.jobs.run_page_url(ws.jobs.runs[run_id].job_id, run_id)
     task_spec = ws.jobs.runs[run_id].tasks[0].spec
     assert task_spec["notebook_task"]["base_parameters"]["tables"] == json.dumps(TABLES)
-    assert task_spec["existing_cluster_id"] == "fake-cluster"
+    if compute:
+        assert task_spec["new_cluster"]["spark_version"] == NEW_CLUSTER["spark_version"]
+    else:
+        assert task_spec["existing_cluster_id"] == "fake-cluster"
     assert {lib["pypi"]["package"].split("==")[0] for lib in task_spec["libraries"]} == {
         "dagster-pipes",
         "deltalake",
@@ -157,6 +168,15 @@ def test_serverless_without_a_volume_is_refused_before_anything_runs(ws):
 
     assert "set pipes_volume_path" in _step_failure(result).step_failure_data.user_failure_data.description
     assert ws.writes() == []
+
+
+def test_upload_refused_by_the_workspace_is_a_failure_naming_the_folder(ws):
+    result = _materialize("ok", _runner(workspace_folder="Shared/relative"))
+
+    description = _step_failure(result).step_failure_data.user_failure_data.description
+    assert "Could not upload notebook pipes_probe.py to Shared/relative/pipes_probe" in description
+    assert "INVALID_PARAMETER_VALUE" in description
+    assert ws.writes("/api/2.2/jobs") == []
 
 
 RUN_NOW_NOTEBOOK = b"""# Databricks notebook source

@@ -195,8 +195,16 @@ class DatabricksNotebookRunner(NotebookRunner):
         """
         self._check_compute()
         client = self.workspace_client()
-        uploaded = self.upload_notebook(client, notebook)
         remote = self.notebook_path(notebook)
+        try:
+            uploaded = self.upload_notebook(client, notebook)
+        except DatabricksError as error:
+            raise dg.Failure(
+                description=(
+                    f"Could not upload notebook {notebook} to {remote} ({error.error_code}: {error}). "
+                    "Check workspace_folder and that the token may write there."
+                )
+            ) from error
         context.log.info(f"Notebook {remote}: {'uploaded' if uploaded else 'unchanged, not uploaded'}")
 
         with open_pipes_session(
@@ -210,13 +218,21 @@ class DatabricksNotebookRunner(NotebookRunner):
             }
             task = self._submit_task(notebook, remote, base_parameters)
             with self._cancel_on_exit(context, client, notebook) as submitted:
-                run_id = client.jobs.submit(
-                    run_name=f"guidewire_pipeline {PurePosixPath(notebook).stem} (dagster run {context.run_id[:8]})",
-                    tasks=[task],
-                    # One token per call: the SDK's retries of this request cannot start a second run.
-                    idempotency_token=uuid.uuid4().hex,
-                    timeout_seconds=self.run_timeout_seconds or None,
-                ).bind()["run_id"]
+                try:
+                    run_id = client.jobs.submit(
+                        run_name=f"guidewire_pipeline {PurePosixPath(notebook).stem} (dagster run {context.run_id[:8]})",
+                        tasks=[task],
+                        # One token per call: the SDK's retries of this request cannot start a second run.
+                        idempotency_token=uuid.uuid4().hex,
+                        timeout_seconds=self.run_timeout_seconds or None,
+                    ).bind()["run_id"]
+                except DatabricksError as error:
+                    raise dg.Failure(
+                        description=(
+                            f"Databricks refused the run of notebook {remote} ({error.error_code}: {error}). "
+                            "Check existing_cluster_id / new_cluster / pipes_volume_path."
+                        )
+                    ) from error
                 submitted["run_id"] = run_id
                 run = self._wait_until_terminal(context, client, run_id, notebook)
                 submitted["terminal"] = True
