@@ -11,6 +11,8 @@ so the reconciler can tell "already exists" and "does not exist" answers from re
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -128,6 +130,21 @@ def _api_errors() -> Iterator[None]:
         raise SharingApiError(status, exc.error_code or type(exc).__name__, str(exc)) from None
 
 
+class _ActivationLinkRedactor(logging.Filter):
+    """The SDK logs response bodies at DEBUG, activation links included; scrub them before any handler."""
+
+    _LINK = re.compile(r'("activation_url"\s*:\s*")[^"]*(")')
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "activation_url" in message:
+            record.msg, record.args = self._LINK.sub(r"\1**REDACTED**\2", message), ()
+        return True
+
+
+_REDACTOR = _ActivationLinkRedactor()
+
+
 class UnityCatalogBackend:
     """Unity Catalog shares, recipients and share permissions through a ``WorkspaceClient``."""
 
@@ -135,6 +152,9 @@ class UnityCatalogBackend:
 
     def __init__(self, client: Any) -> None:
         self._w = client
+        sdk_logger = logging.getLogger("databricks.sdk")
+        if _REDACTOR not in sdk_logger.filters:
+            sdk_logger.addFilter(_REDACTOR)
         self.description = f"Databricks workspace {client.config.host}"
 
     # -- read ------------------------------------------------------------------------------------

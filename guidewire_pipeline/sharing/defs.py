@@ -2,13 +2,15 @@
 
 - asset ``delta_shares``, downstream of the gold marts its share pack shares;
 - resource ``delta_sharing``: Unity Catalog when DATABRICKS_HOST and DATABRICKS_TOKEN are set (bound
-  through ``EnvVar``), else the local dry run against an empty live state;
+  through ``EnvVar``), else the local dry run against an empty live state; activation links of new
+  token recipients go to ``GW_ACTIVATION_LINK_DIR`` (default ``~/.guidewire_pipeline/activation-links``);
 - ``delta_sharing_plan_job`` (dry run, writes nothing) and ``delta_sharing_job`` (applies).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +18,7 @@ import dagster as dg
 from guidewire_pipeline.raw.partitions import gold_asset_key
 from guidewire_pipeline.settings import Settings
 from guidewire_pipeline.sharing.assets import (
+    DEFAULT_ACTIVATION_LINK_DIR,
     DELTA_SHARES_KEY,
     DeltaSharingResource,
     build_delta_shares_asset,
@@ -47,10 +50,15 @@ def shared_gold_marts(settings: Settings) -> list[str]:
 
 
 def build_defs(settings: Settings) -> dg.Definitions:
+    link_dir = os.environ.get("GW_ACTIVATION_LINK_DIR") or DEFAULT_ACTIVATION_LINK_DIR
     resource = (
-        DeltaSharingResource(host=dg.EnvVar("DATABRICKS_HOST"), token=dg.EnvVar("DATABRICKS_TOKEN"))
+        DeltaSharingResource(
+            host=dg.EnvVar("DATABRICKS_HOST"),
+            token=dg.EnvVar("DATABRICKS_TOKEN"),
+            activation_link_dir=link_dir,
+        )
         if settings.databricks_configured
-        else DeltaSharingResource()
+        else DeltaSharingResource(activation_link_dir=link_dir)
     )
     asset = build_delta_shares_asset(settings, [gold_asset_key(m) for m in shared_gold_marts(settings)])
     plan_job = dg.define_asset_job(

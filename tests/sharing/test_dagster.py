@@ -1,0 +1,209 @@
+"""The Dagster side: jobs through build_defs, metadata, the audit table, and secrets staying secret."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, QueryBuilder
+
+from guidewire_pipeline.settings import Settings
+from guidewire_pipeline.sharing.assets import DELTA_SHARES_KEY
+from guidewire_pipeline.sharing.audit import audit_table_uri
+from guidewire_pipeline.sharing.defs import build_defs
+from guidewire_pipeline.sharing.sharepack import DEFAULT_SHAREPACK
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _settings(tmp_path: Path, host: str | None, sharepack: Path = DEFAULT_SHAREPACK) -> Settings:
+    return Settings(
+        manifest_uri=str(tmp_path / "manifest.json"),
+        delta_root=str(tmp_path / "delta"),
+        sharepack=str(sharepack),
+        ray_address=None,
+        databricks_host=host,
+    )
+
+
+def _run(settings: Settings, job: str, instance: dg.DagsterInstance, raise_on_error: bool = True):
+    defs = build_defs(settings)
+    return defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=raise_on_error)
+
+
+def _metadata(result) -> dict:
+    (materialization,) = result.asset_materializations_for_node("delta_shares")
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+def _audit_rows(settings: Settings, where: str = "true") -> list[dict]:
+    table = DeltaTable(audit_table_uri(settings.delta_root))
+    sql = f"select * from audit where {where} order by resource_type, resource_name, effective_from"
+    return pa.table(QueryBuilder().register("audit", table).execute(sql).read_all()).to_pylist()
+
+
+@pytest.fixture
+def link_dir(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("GW_ACTIVATION_LINK_DIR", str(tmp_path / "links"))
+    return tmp_path / "links"
+
+
+def test_asset_depends_on_the_gold_marts_the_pack_shares(tmp_path: Path):
+    defs = build_defs(_settings(tmp_path, None))
+    parents = defs.resolve_asset_graph().get(DELTA_SHARES_KEY).parent_keys
+    assert parents == {
+        dg.AssetKey(["gold", "claims_by_state_month"]),
+        dg.AssetKey(["gold", "policies_in_force_by_month"]),
+    }
+
+
+def test_without_a_workspace_the_asset_is_a_dry_run_of_the_empty_state(tmp_path: Path, monkeypatch, link_dir):
+    monkeypatch.delenv("DATABRICKS_HOST", raising=False)
+    monkeypatch.delenv("DATABRICKS_TOKEN", raising=False)
+    settings = _settings(tmp_path, None)
+    with dg.instance_for_test() as instance:
+        result = _run(settings, "delta_sharing_job", instance)
+    metadata = _metadata(result)
+    assert metadata["mode"] == "dry run: no Databricks workspace configured"
+    assert metadata["count_create_share"] == 2 and metadata["count_grant"] == 3 and metadata["applied"] == 0
+    assert metadata["requestor"] == "data-team@example.com" and metadata["project_name"] == "Claims analytics"
+    assert "| create_recipient | recipient | `partner-acme` |" in metadata["plan"]
+    assert not Path(audit_table_uri(settings.delta_root)).exists()
+
+
+def test_plan_job_writes_nothing_and_apply_job_applies_once(uc_workspace, tmp_path: Path, link_dir):
+    settings = _settings(tmp_path, uc_workspace.host)
+    with dg.instance_for_test() as instance:
+        planned = _run(settings, "delta_sharing_plan_job", instance)
+        assert _metadata(planned)["mode"] == "dry run: plan only" and _metadata(planned)["actions"] == 9
+        assert uc_workspace.writes() == []
+
+        applied = _run(settings, "delta_sharing_job", instance)
+        metadata = _metadata(applied)
+        assert metadata["applied"] == 9 and metadata["failed"] == 0 and metadata["audit_rows"] == 9
+        writes = len(uc_workspace.writes())
+
+        again = _run(settings, "delta_sharing_job", instance)
+        assert _metadata(again)["actions"] == 0 and _metadata(again)["audit_rows"] == 0
+        assert len(uc_workspace.writes()) == writes
+
+    current = _audit_rows(settings, "is_current")
+    assert len(current) == 9
+    assert {r["run_id"] for r in current} == {applied.run_id}
+    assert {r["requestor"] for r in current} == {"data-team@example.com"}
+    share = next(r for r in current if r["resource_name"] == "claims_gold")
+    assert share["change"] == "create_share" and share["effective_to"] is None
+    assert "Claim KPIs by state and month" in share["attributes"]
+
+
+def test_audit_keeps_history_as_scd2(uc_workspace, tmp_path: Path, link_dir):
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(DEFAULT_SHAREPACK.read_text())
+    settings = _settings(tmp_path, uc_workspace.host, pack)
+    with dg.instance_for_test() as instance:
+        first = _run(settings, "delta_sharing_job", instance)
+        pack.write_text(
+            DEFAULT_SHAREPACK.read_text()
+            .replace("Claim KPIs by state and month", "Claim KPIs, monthly")
+            .replace("recipients: [analytics-workspace]", "recipients: []")
+        )
+        second = _run(settings, "delta_sharing_job", instance)
+    assert _metadata(second)["count_update_share"] == 1 and _metadata(second)["count_revoke"] == 1
+
+    history = _audit_rows(settings, "resource_name = 'claims_gold'")
+    assert [(r["change"], r["is_current"], r["run_id"]) for r in history] == [
+        ("create_share", False, first.run_id),
+        ("update_share", True, second.run_id),
+    ]
+    assert history[0]["effective_to"] == history[1]["effective_from"]
+    (revoked,) = _audit_rows(
+        settings, "resource_name = 'policies_gold/analytics-workspace' and change = 'revoke'"
+    )
+    assert revoked["is_current"] is False
+    assert _audit_rows(settings, "is_current and resource_name = 'policies_gold/analytics-workspace'") == []
+
+
+def test_refused_plan_fails_the_apply_job_with_what_to_do(uc_workspace, tmp_path: Path, link_dir):
+    uc_workspace.client().shares.create("claims_gold", comment="made by hand")
+    settings = _settings(tmp_path, uc_workspace.host)
+    with dg.instance_for_test() as instance:
+        result = _run(settings, "delta_sharing_job", instance, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.step_failure_data.error.message
+    assert "was refused; nothing was applied" in message and "adopt: true" in message
+    assert uc_workspace.writes() == [("POST", "/api/2.1/unity-catalog/shares")]  # only the hand-made share
+
+
+def test_invalid_pack_fails_before_touching_the_workspace(uc_workspace, tmp_path: Path, link_dir):
+    pack = tmp_path / "bad.yaml"
+    pack.write_text(DEFAULT_SHAREPACK.read_text().replace("203.0.113.0/24", "203.0.113.0/33"))
+    with dg.instance_for_test() as instance:
+        result = _run(
+            _settings(tmp_path, uc_workspace.host, pack), "delta_sharing_job", instance, raise_on_error=False
+        )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "bad.yaml line 13: recipient[0].allowed_ips" in failure.step_failure_data.error.message
+    assert uc_workspace.requests == []
+
+
+def test_activation_link_never_in_logs_metadata_or_audit(
+    uc_workspace, tmp_path: Path, link_dir, caplog, capfd
+):
+    caplog.set_level(logging.DEBUG)  # everything any logger emits, not only warnings
+    settings = _settings(tmp_path, uc_workspace.host)
+    with dg.instance_for_test() as instance:
+        result = _run(settings, "delta_sharing_job", instance)
+        event_log = "\n".join(repr(record) for record in instance.all_logs(result.run_id))
+    (link,) = uc_workspace.uc.activation_links
+    metadata = _metadata(result)
+    assert (link_dir / "partner-acme.activation-link").read_text().strip() == link
+    assert metadata["activation_link_files"] == {
+        "partner-acme": str(link_dir / "partner-acme.activation-link")
+    }
+    captured = capfd.readouterr()
+    haystacks = {
+        "stdout": captured.out,
+        "stderr": captured.err,
+        "logging": caplog.text,
+        "event log": event_log,
+        "metadata": repr(metadata),
+        "audit": repr(_audit_rows(settings)),
+    }
+    assert "activation-link" in event_log  # the file is reported ...
+    secret = link.rsplit("?", 1)[1]
+    leaks = [where for where, text in haystacks.items() if secret in text]  # never print the secret itself
+    assert leaks == [], f"activation link leaked into {leaks}"  # ... the link is not
+
+
+def test_newcomer_runs_the_plan_job_without_a_workspace(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "DAGSTER_HOME", "GW_"))}
+    env.update(GW_DELTA_ROOT=str(tmp_path / "delta"), PYTHONPATH=str(REPO_ROOT))
+    dagster = Path(sys.executable).parent / "dagster"
+    completed = subprocess.run(
+        [
+            str(dagster),
+            "job",
+            "execute",
+            "-m",
+            "guidewire_pipeline.definitions",
+            "-j",
+            "delta_sharing_plan_job",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-3000:]
+    assert "dry run: no Databricks workspace configured" in output
+    assert "RUN_SUCCESS" in output
