@@ -194,7 +194,7 @@ class Plan:
         if self.actions:
             lines += ["| # | action | resource | name | changes | why |", "|---|---|---|---|---|---|"]
             for i, a in enumerate(self.actions, 1):
-                changes = "<br>".join(_md(str(c)) for c in a.changes) or "—"
+                changes = "<br>".join(_md(str(c)) for c in a.changes) or _md(_attribute_summary(a)) or "—"
                 lines.append(
                     f"| {i} | {a.kind.value} | {a.resource_type} | `{a.resource_name}` | {changes} | {_md(a.reason)} |"
                 )
@@ -210,6 +210,19 @@ class Plan:
         if self.warnings:
             lines += ["", "**Warnings**", ""] + [f"- {_md(w)}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def _attribute_summary(action: Action) -> str:
+    """For creations and additions: the attributes that will be set, Terraform's ``+ key = value``."""
+    if action.kind not in (
+        ActionKind.CREATE_RECIPIENT,
+        ActionKind.CREATE_SHARE,
+        ActionKind.ADD_OBJECT,
+        ActionKind.GRANT,
+    ):
+        return ""
+    shown = {k: v for k, v in action.attributes.items() if v not in (None, [], {}, "") and k != "name"}
+    return "<br>".join(f"+ {k} = {_show(v)}" for k, v in shown.items())
 
 
 def _md(text: str) -> str:

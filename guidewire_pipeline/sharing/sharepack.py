@@ -67,12 +67,17 @@ class SharePackInvalid(Exception):
 
     def __init__(self, source: str, problems: Sequence[PackProblem]) -> None:
         self.source = source
-        self.problems = list(problems)
+        self.problems = sorted(problems, key=_reading_order)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(
             f"Share pack {source} has {len(self.problems)} problem(s); nothing was applied. "
             f"Fix them and run again:\n{lines}"
         )
+
+
+def _reading_order(problem: PackProblem) -> list[str | int]:
+    """Natural order of locations (line 9 before line 10; sheet, then row), as a reader meets them."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", problem.location)]
 
 
 # -- the model ---------------------------------------------------------------------------------------
