@@ -14,7 +14,7 @@ import pytest
 from deltalake import DeltaTable, QueryBuilder
 
 from guidewire_pipeline.settings import Settings
-from guidewire_pipeline.sharing.assets import DELTA_SHARES_KEY
+from guidewire_pipeline.sharing.assets import DELTA_SHARES_KEY, DeltaSharingResource, provision_shares
 from guidewire_pipeline.sharing.audit import audit_table_uri
 from guidewire_pipeline.sharing.defs import build_defs
 from guidewire_pipeline.sharing.sharepack import DEFAULT_SHAREPACK
@@ -207,3 +207,25 @@ def test_newcomer_runs_the_plan_job_without_a_workspace(tmp_path: Path):
     assert completed.returncode == 0, output[-3000:]
     assert "dry run: no Databricks workspace configured" in output
     assert "RUN_SUCCESS" in output
+
+
+def test_provision_shares_is_callable_from_an_op(uc_workspace, tmp_path: Path, link_dir):
+    """What guidewire_e2e_job's last step does: a plain op calling provision_shares."""
+    settings = _settings(tmp_path, uc_workspace.host)
+
+    @dg.op
+    def share_gold(context, delta_sharing: DeltaSharingResource) -> int:
+        result = provision_shares(context, delta_sharing, settings, apply=True)
+        assert result.ok
+        return len(result.applied)
+
+    @dg.job
+    def e2e_tail():
+        share_gold()
+
+    resource = DeltaSharingResource(
+        host=uc_workspace.host, token=uc_workspace.token, activation_link_dir=str(link_dir)
+    )
+    result = e2e_tail.execute_in_process(resources={"delta_sharing": resource})
+    assert result.output_for_node("share_gold") == 9
+    assert len(_audit_rows(settings, "is_current")) == 9
