@@ -11,6 +11,7 @@
 # No "from __future__ import annotations": Dagster inspects the context type hints at runtime.
 
 import importlib
+import os
 import warnings
 
 import dagster as dg
@@ -47,9 +48,12 @@ def build_notebook_runner(settings: Settings) -> NotebookRunner:
             stacklevel=2,
         )
         return LocalNotebookRunner()
-    runner_class = module.DatabricksNotebookRunner
-    from_settings = getattr(runner_class, "from_settings", None)
-    return from_settings(settings) if from_settings else runner_class()
+    # Host and token come from DATABRICKS_HOST / DATABRICKS_TOKEN as EnvVars: never shown in the UI.
+    # DATABRICKS_CLUSTER_ID is the SDK's own variable for "run on this cluster"; without it, serverless.
+    cluster_id = os.environ.get("DATABRICKS_CLUSTER_ID")
+    return module.DatabricksNotebookRunner.from_env(
+        **({"existing_cluster_id": cluster_id} if cluster_id else {})
+    )
 
 
 def build_medallion_assets(settings: Settings) -> list[dg.AssetsDefinition]:

@@ -197,7 +197,7 @@ def _metadata(message: dict[str, Any], run_metadata: dict[str, Any]) -> dict[str
     for key, value in {**{f"notebook_{k}": v for k, v in run_metadata.items()}, **message}.items():
         if value is None or key == "table":
             continue
-        if isinstance(value, bool) or isinstance(value, int | float | str):
+        if isinstance(value, bool | int | float | str | dg.MetadataValue):
             metadata[key] = value
         elif isinstance(value, list) and all(isinstance(v, str) for v in value):
             metadata[key] = "\n".join(value) if value else "none"

@@ -15,7 +15,8 @@
 # MAGIC The same cell opens every notebook. On Databricks the parameters are job widgets and Pipes talks
 # MAGIC through DBFS; on a laptop Dagster starts this file as a subprocess and passes them as Pipes extras.
 # MAGIC The cells below only see `pipes` (log and report) and `params` (a dict of strings).
-# MAGIC `GW_DBFS_MOUNT` replaces the `/dbfs` mount point (a fake workspace in tests mounts DBFS elsewhere).
+# MAGIC Pipes files are DBFS paths (read under `/dbfs`) or Unity Catalog volume paths (`/Volumes/...`);
+# MAGIC `GW_DBFS_MOUNT` / `GW_VOLUMES_MOUNT` move those mount points (the fake workspace in tests sets them).
 
 # COMMAND ----------
 
@@ -26,36 +27,48 @@ from contextlib import contextmanager
 from typing import Any
 
 from dagster_pipes import (
+    DagsterPipesError,
     PipesBufferedFilesystemMessageWriterChannel,
     PipesContext,
+    PipesContextLoader,
     PipesDatabricksNotebookWidgetsParamsLoader,
-    PipesDbfsContextLoader,
     PipesDbfsMessageWriter,
     PipesEnvVarParamsLoader,
     open_dagster_pipes,
 )
 
 
-def _dbfs_local_path(dbfs_path: str) -> str:
-    return os.path.join(os.environ.get("GW_DBFS_MOUNT") or "/dbfs", dbfs_path.lstrip("/"))
+def _mounted_path(remote_path: str) -> str:
+    """A DBFS or /Volumes path as this process opens it (through the FUSE mounts)."""
+    if remote_path.startswith("/Volumes/"):
+        return os.path.join(
+            os.environ.get("GW_VOLUMES_MOUNT") or "/Volumes", remote_path.removeprefix("/Volumes/")
+        )
+    return os.path.join(
+        os.environ.get("GW_DBFS_MOUNT") or "/dbfs", remote_path.removeprefix("dbfs:").lstrip("/")
+    )
 
 
-class _MountedDbfsContextLoader(PipesDbfsContextLoader):
+class _MountedContextLoader(PipesContextLoader):
     @contextmanager
     def load_context(self, params: Any) -> Iterator[Any]:
-        with open(_dbfs_local_path(params["path"]), encoding="utf-8") as context_file:
+        with open(_mounted_path(params["path"]), encoding="utf-8") as context_file:
             yield json.load(context_file)
 
 
-class _MountedDbfsMessageWriter(PipesDbfsMessageWriter):
+class _MountedMessageWriter(PipesDbfsMessageWriter):
     def make_channel(self, params: Any) -> PipesBufferedFilesystemMessageWriterChannel:
         return PipesBufferedFilesystemMessageWriterChannel(
-            path=_dbfs_local_path(params["path"]), interval=self.interval
+            path=_mounted_path(params["path"]), interval=self.interval
         )
 
     def get_opened_extras(self) -> Any:
-        # Outside a real cluster there is no Spark session to ask for the driver log location.
-        return {} if os.environ.get("GW_DBFS_MOUNT") else super().get_opened_extras()
+        try:
+            return super().get_opened_extras()
+        except (
+            DagsterPipesError
+        ):  # no Spark session (serverless, or the fake workspace): no driver log location
+            return {}
 
 
 def open_notebook_pipes(names: list[str]) -> tuple[PipesContext, dict[str, str]]:
@@ -64,8 +77,8 @@ def open_notebook_pipes(names: list[str]) -> tuple[PipesContext, dict[str, str]]
     if widgets is not None:
         pipes = open_dagster_pipes(
             params_loader=PipesDatabricksNotebookWidgetsParamsLoader(widgets),
-            context_loader=_MountedDbfsContextLoader(),
-            message_writer=_MountedDbfsMessageWriter(),
+            context_loader=_MountedContextLoader(),
+            message_writer=_MountedMessageWriter(interval=2),
         )
         values = {name: widgets.get(name) for name in names}
     else:
