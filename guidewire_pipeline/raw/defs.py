@@ -8,7 +8,6 @@ from guidewire_pipeline.raw.assets import RAW_IO_MANAGER_KEY, cda_raw, raw_check
 from guidewire_pipeline.raw.io_manager import RayDeltaIOManager
 from guidewire_pipeline.raw.jobs import cda_raw_job, cda_sync_job
 from guidewire_pipeline.raw.resources import CdaSource
-from guidewire_pipeline.raw.sensors import build_cda_manifest_sensor
 from guidewire_pipeline.settings import Settings
 
 
@@ -24,6 +23,5 @@ def build_defs(settings: Settings) -> dg.Definitions:
         assets=[cda_raw],
         asset_checks=raw_checks,
         jobs=[cda_raw_job, cda_sync_job],
-        sensors=[build_cda_manifest_sensor([cda_sync_job])],
         resources=build_resources(settings),
     )

@@ -8,6 +8,8 @@
 """
 
 
+from dataclasses import dataclass
+
 import dagster as dg
 from pydantic import Field
 
@@ -15,6 +17,8 @@ from guidewire_pipeline.raw.io_manager import RayDeltaIOManager
 from guidewire_pipeline.raw.observability import evaluate_checks, sync_metadata
 from guidewire_pipeline.raw.partitions import GUIDEWIRE_TABLES, RAW_ASSET_KEY
 from guidewire_pipeline.raw.resources import CdaSource
+
+SYNC_OP = "sync_raw_tables"  # the sensor's run config names this op, in cda_sync_job and guidewire_e2e_job
 
 cda_raw_job = dg.define_asset_job(
     "cda_raw_job",
@@ -30,17 +34,28 @@ class SyncConfig(dg.Config):
         description="Tables to sync. Empty: every table in the manifest, after the include and exclude lists.")
 
 
-@dg.op(out=dg.Out(list[str], description="The tables that loaded new batches."))
-def sync_raw_tables(
-    context: dg.OpExecutionContext, config: SyncConfig, cda_source: CdaSource, raw_io_manager: dg.ResourceParam[RayDeltaIOManager]
-) -> list[str]:
-    """Sync the configured tables into raw Delta, then record each table's result on its partition.
-    Finishes every table, then fails naming the tables that failed."""
+@dataclass
+class RawSyncOutcome:
+    """What one raw sync did, for the ops that run after it."""
+
+    requested: list[str]
+    loaded: list[str]  # tables that committed new batches
+    ok: list[str]  # loaded or already up to date
+    failures: dict[str, str]  # table -> reason
+
+    def failure_text(self) -> str:
+        return "; ".join(f"{t}: {reason}" for t, reason in sorted(self.failures.items()))
+
+
+def sync_raw(
+    context: dg.OpExecutionContext, tables: list[str], cda_source: CdaSource, raw_io_manager: RayDeltaIOManager
+) -> RawSyncOutcome:
+    """Sync ``tables`` (empty: every selected table) and record each loaded table's materialization and
+    checks on its partition. Never raises for a table; failures are in the outcome."""
     manifest = cda_source.read_manifest()
     for problem in manifest.problems:
         context.log.warning(f"Manifest problem, table skipped: {problem}")
-    tables = config.tables or cda_source.select(manifest)
-    unknown = sorted(set(tables) - set(manifest.entries))
+    tables = tables or cda_source.select(manifest)
     entries = [manifest.entries[t] for t in tables if t in manifest.entries]
 
     known = set(context.instance.get_dynamic_partitions(GUIDEWIRE_TABLES))
@@ -62,28 +77,45 @@ def sync_raw_tables(
                     metadata=outcome.metadata, partition=result.table))
 
     failures = {r.table: r.error or "failed" for r in results if not r.ok}
-    for table in unknown:
+    for table in sorted(set(tables) - set(manifest.entries)):
         problems = manifest.problems_for(table)
         failures[table] = "; ".join(map(str, problems)) if problems else f"table {table!r} is not in the manifest"
-    loaded = [r.table for r in results if r.status == "loaded"]
+    outcome = RawSyncOutcome(
+        requested=list(tables),
+        loaded=[r.table for r in results if r.status == "loaded"],
+        ok=[r.table for r in results if r.ok],
+        failures=failures,
+    )
     context.add_output_metadata({
-        "tables": len(tables), "loaded": len(loaded), "failed": len(failures),
+        "tables": len(tables), "loaded": len(outcome.loaded), "failed": len(failures),
         "rows_added": sum(r.rows_added for r in results),
         "up_to_date": sum(1 for r in results if r.status == "up_to_date"),
     })
-    if failures:
+    return outcome
+
+
+@dg.op(name=SYNC_OP, out=dg.Out(list[str], description="The tables that loaded new batches."))
+def sync_raw_tables(
+    context: dg.OpExecutionContext, config: SyncConfig, cda_source: CdaSource,
+    raw_io_manager: dg.ResourceParam[RayDeltaIOManager],
+) -> list[str]:
+    """Sync the configured tables into raw Delta, recording each table's result on its partition.
+    Finishes every table, then fails naming the tables that failed."""
+    outcome = sync_raw(context, config.tables, cda_source, raw_io_manager)
+    if outcome.failures:
         raise dg.Failure(
-            description=f"{len(failures)} of {len(tables)} tables failed (the others are committed): "
-            + "; ".join(f"{t}: {reason}" for t, reason in sorted(failures.items())),
-            metadata={"failed_tables": dg.MetadataValue.json(sorted(failures))},
+            description=f"{len(outcome.failures)} of {len(outcome.requested)} tables failed (the others are "
+            f"committed): {outcome.failure_text()}",
+            metadata={"failed_tables": dg.MetadataValue.json(sorted(outcome.failures))},
         )
-    return loaded
+    return outcome.loaded
 
 
 @dg.job(
     description="Sync a set of CDA tables (run config `tables`; default: all) into raw Delta in one run, "
     "tables in parallel on Ray. Used by the manifest sensor and by `dagster job execute` in CI.",
     tags={"guidewire/job": "cda_sync"},
+    executor_def=dg.in_process_executor,  # one step: no subprocess to start
 )
 def cda_sync_job() -> None:
     sync_raw_tables()

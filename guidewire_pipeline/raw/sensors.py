@@ -23,10 +23,10 @@ import dagster as dg
 
 from guidewire_pipeline.cda.manifest import ManifestError
 from guidewire_pipeline.cda.storage import Location, StorageError
+from guidewire_pipeline.raw.jobs import SYNC_OP
 from guidewire_pipeline.raw.partitions import GUIDEWIRE_TABLES, guidewire_tables
 from guidewire_pipeline.raw.resources import CdaSource
 
-SYNC_OP = "sync_raw_tables"
 RAW_ONLY_JOB = "cda_sync_job"
 FULL_PATH_JOB = "guidewire_e2e_job"
 SENSOR_INTERVAL_SECONDS = 60
