@@ -149,14 +149,17 @@ def _apply(
     results: dict[int, ActionResult] = {}
     failed_recipients: set[str] = set()
     failed_shares: set[str] = set()
-    by_kind = [(i, a) for i, a in enumerate(plan.actions)]
+    indexed = [(i, a) for i, a in enumerate(plan.actions)]
 
     def run(
-        indices: list[int], write: Callable[[], None], handled: Callable[[SharingApiError], str | None]
+        indices: list[int], write: Callable[[], str | None], handled: Callable[[SharingApiError], str | None]
     ) -> bool:
-        """Run one write covering ``indices``; record one result per action. True when it succeeded."""
+        """Run one write covering ``indices``; record one result per action. True when it succeeded.
+
+        An error that is not an API answer (network, local I/O) fails these actions and stops the
+        apply: the rest is recorded as skipped, so the result still says exactly what was applied."""
         try:
-            write()
+            note = write()
         except SharingApiError as exc:
             converged = handled(exc)
             for i in indices:
@@ -167,8 +170,16 @@ def _apply(
                         plan.actions[i], Outcome.FAILED, _failure_message(plan.actions[i], exc)
                     )
             return converged is not None
+        except Exception as exc:
+            for i in indices:
+                results[i] = ActionResult(
+                    plan.actions[i],
+                    Outcome.FAILED,
+                    f"{type(exc).__name__}: {exc} — check connectivity and rerun",
+                )
+            raise _Stop from exc
         for i in indices:
-            results[i] = ActionResult(plan.actions[i], Outcome.APPLIED)
+            results[i] = ActionResult(plan.actions[i], Outcome.APPLIED, note or "")
         return True
 
     def never(exc: SharingApiError) -> str | None:
@@ -180,84 +191,98 @@ def _apply(
     def skip(i: int, why: str) -> None:
         results[i] = ActionResult(plan.actions[i], Outcome.SKIPPED, why)
 
-    # recipients
-    for i, a in by_kind:
-        if a.kind == ActionKind.REPLACE_RECIPIENT:
-            ok = run([i], lambda a=a: _replace_recipient(backend, links, link_files, a), never)
-        elif a.kind == ActionKind.CREATE_RECIPIENT:
-            ok = run(
-                [i],
-                lambda a=a: _create_recipient(backend, links, link_files, a),
-                lambda exc, a=a: _created_already(backend, plan, a, exc),
-            )
-        elif a.kind == ActionKind.UPDATE_RECIPIENT:
-            ok = run([i], lambda a=a: backend.update_recipient(a.name, a.attributes), never)
-        else:
-            continue
-        if not ok and a.kind != ActionKind.UPDATE_RECIPIENT:
-            failed_recipients.add(a.name)
-
-    # shares
-    for i, a in by_kind:
-        if a.kind == ActionKind.CREATE_SHARE:
-            if not run(
-                [i],
-                lambda a=a: backend.create_share(a.name, a.attributes["comment"]),
-                lambda exc, a=a: _created_already(backend, plan, a, exc),
-            ):
-                failed_shares.add(a.name)
-        elif a.kind == ActionKind.UPDATE_SHARE:
-            run([i], lambda a=a: backend.update_share_comment(a.name, a.attributes["comment"]), never)
-
-    # objects, one atomic request per share
-    object_kinds = {
-        ActionKind.ADD_OBJECT: "ADD",
-        ActionKind.UPDATE_OBJECT: "UPDATE",
-        ActionKind.REMOVE_OBJECT: "REMOVE",
-    }
-    grant_kinds = (ActionKind.GRANT, ActionKind.REVOKE)
-    for share in _ordered_unique(a.share for a in plan.actions if a.kind in object_kinds):
-        indices = [i for i, a in by_kind if a.share == share and a.kind in object_kinds]
-        if share in failed_shares:
-            for i in indices:
-                skip(i, f"share {share!r} was not created")
-            continue
-        updates = [
-            (object_kinds[plan.actions[i].kind], plan.actions[i].name, plan.actions[i].attributes)
-            for i in indices
-        ]
-        run(indices, lambda share=share, updates=updates: backend.update_share_objects(share, updates), never)
-
-    # grants and revokes, one atomic request per share
-    for share in _ordered_unique(a.share for a in plan.actions if a.kind in grant_kinds):
-        indices = []
-        for i, a in by_kind:
-            if a.share != share or a.kind not in grant_kinds:
-                continue
-            if share in failed_shares:
-                skip(i, f"share {share!r} was not created")
-            elif a.kind == ActionKind.GRANT and a.name in failed_recipients:
-                skip(i, f"recipient {a.name!r} was not created")
+    try:
+        # recipients
+        for i, a in indexed:
+            if a.kind == ActionKind.REPLACE_RECIPIENT:
+                ok = run([i], lambda a=a: _replace_recipient(backend, links, link_files, a), never)
+            elif a.kind == ActionKind.CREATE_RECIPIENT:
+                ok = run(
+                    [i],
+                    lambda a=a: _create_recipient(backend, links, link_files, a),
+                    lambda exc, a=a: _created_already(backend, plan, a, exc),
+                )
+            elif a.kind == ActionKind.UPDATE_RECIPIENT:
+                ok = run([i], lambda a=a: backend.update_recipient(a.name, a.attributes), never)
             else:
-                indices.append(i)
-        if not indices:
-            continue
-        grant = [plan.actions[i].name for i in indices if plan.actions[i].kind == ActionKind.GRANT]
-        revoke = [plan.actions[i].name for i in indices if plan.actions[i].kind == ActionKind.REVOKE]
-        run(
-            indices,
-            lambda share=share, g=grant, r=revoke: backend.update_share_permissions(share, g, r),
-            never,
-        )
+                continue
+            if not ok and a.kind != ActionKind.UPDATE_RECIPIENT:
+                failed_recipients.add(a.name)
 
-    # deletions (prune)
-    for i, a in by_kind:
-        if a.kind == ActionKind.DELETE_SHARE:
-            run([i], lambda a=a: backend.delete_share(a.name), gone)
-        elif a.kind == ActionKind.DELETE_RECIPIENT:
-            run([i], lambda a=a: backend.delete_recipient(a.name), gone)
+        # shares
+        for i, a in indexed:
+            if a.kind == ActionKind.CREATE_SHARE:
+                if not run(
+                    [i],
+                    lambda a=a: backend.create_share(a.name, a.attributes["comment"]),
+                    lambda exc, a=a: _created_already(backend, plan, a, exc),
+                ):
+                    failed_shares.add(a.name)
+            elif a.kind == ActionKind.UPDATE_SHARE:
+                run([i], lambda a=a: backend.update_share_comment(a.name, a.attributes["comment"]), never)
 
+        # objects, one atomic request per share
+        object_kinds = {
+            ActionKind.ADD_OBJECT: "ADD",
+            ActionKind.UPDATE_OBJECT: "UPDATE",
+            ActionKind.REMOVE_OBJECT: "REMOVE",
+        }
+        grant_kinds = (ActionKind.GRANT, ActionKind.REVOKE)
+        for share in _ordered_unique(a.share for a in plan.actions if a.kind in object_kinds):
+            indices = [i for i, a in indexed if a.share == share and a.kind in object_kinds]
+            if share in failed_shares:
+                for i in indices:
+                    skip(i, f"share {share!r} was not created")
+                continue
+            updates = [
+                (object_kinds[plan.actions[i].kind], plan.actions[i].name, plan.actions[i].attributes)
+                for i in indices
+            ]
+            run(
+                indices,
+                lambda share=share, updates=updates: backend.update_share_objects(share, updates),
+                never,
+            )
+
+        # grants and revokes, one atomic request per share
+        for share in _ordered_unique(a.share for a in plan.actions if a.kind in grant_kinds):
+            indices = []
+            for i, a in indexed:
+                if a.share != share or a.kind not in grant_kinds:
+                    continue
+                if share in failed_shares:
+                    skip(i, f"share {share!r} was not created")
+                elif a.kind == ActionKind.GRANT and a.name in failed_recipients:
+                    skip(i, f"recipient {a.name!r} was not created")
+                else:
+                    indices.append(i)
+            if not indices:
+                continue
+            grant = [plan.actions[i].name for i in indices if plan.actions[i].kind == ActionKind.GRANT]
+            revoke = [plan.actions[i].name for i in indices if plan.actions[i].kind == ActionKind.REVOKE]
+            run(
+                indices,
+                lambda share=share, g=grant, r=revoke: backend.update_share_permissions(share, g, r),
+                never,
+            )
+
+        # deletions (prune)
+        for i, a in indexed:
+            if a.kind == ActionKind.DELETE_SHARE:
+                run([i], lambda a=a: backend.delete_share(a.name), gone)
+            elif a.kind == ActionKind.DELETE_RECIPIENT:
+                run([i], lambda a=a: backend.delete_recipient(a.name), gone)
+
+    except _Stop:
+        for i in range(len(plan.actions)):
+            results.setdefault(
+                i, ActionResult(plan.actions[i], Outcome.SKIPPED, "not attempted: the apply stopped")
+            )
     return [results[i] for i in sorted(results)]
+
+
+class _Stop(Exception):
+    """Raised inside ``_apply`` to stop after an unexpected (non-API) error."""
 
 
 def _ordered_unique(values: object) -> list[str]:
@@ -270,24 +295,34 @@ def _ordered_unique(values: object) -> list[str]:
 
 def _create_recipient(
     backend: SharingBackend, links: ActivationLinkStore, link_files: dict[str, Path], action: Action
-) -> None:
+) -> str | None:
+    """Create the recipient and store its activation link. The server shows the link once, so a link
+    that cannot be stored does not undo the creation: the note says how to get a new one."""
     link = backend.create_recipient(action.name, action.attributes)
-    if link:
+    if not link:
+        return None
+    try:
         link_files[action.name] = links.save(action.name, link)
-        log.info(
-            "Activation link of recipient %s written to %s (mode 0600)", action.name, link_files[action.name]
+    except OSError as exc:
+        return (
+            f"created, but its activation link could not be written to {links.directory} ({exc.strerror}): "
+            f"fix GW_ACTIVATION_LINK_DIR and rotate the recipient's token to get a new link"
         )
+    log.info(
+        "Activation link of recipient %s written to %s (mode 0600)", action.name, link_files[action.name]
+    )
+    return f"activation link written to {link_files[action.name]}"
 
 
 def _replace_recipient(
     backend: SharingBackend, links: ActivationLinkStore, link_files: dict[str, Path], action: Action
-) -> None:
+) -> str | None:
     try:
         backend.delete_recipient(action.name)
     except SharingApiError as exc:
         if not exc.does_not_exist:
             raise
-    _create_recipient(backend, links, link_files, action)
+    return _create_recipient(backend, links, link_files, action)
 
 
 def _created_already(backend: SharingBackend, plan: Plan, action: Action, exc: SharingApiError) -> str | None:

@@ -14,8 +14,9 @@ from databricks.sdk.service.sharing import (
     SharedDataObjectUpdateAction,
 )
 
+from guidewire_pipeline.sharing.backends import UnityCatalogBackend
 from guidewire_pipeline.sharing.plan import ActionKind, compute_plan, with_marker
-from guidewire_pipeline.sharing.reconciler import Outcome, apply_plan, reconcile
+from guidewire_pipeline.sharing.reconciler import ActivationLinkStore, Outcome, apply_plan, reconcile
 from guidewire_pipeline.sharing.sharepack import SharePack
 
 UC = "/api/2.1/unity-catalog"
@@ -236,3 +237,39 @@ def test_activation_link_goes_to_a_private_file_only(
     )
     leaked = [where for where, text in (("results", everything), ("logging", caplog.text)) if link in text]
     assert leaked == []  # a failure names where, never the link
+
+
+def test_unwritable_link_folder_keeps_the_recipient_and_says_how_to_recover(
+    uc_workspace, backend, tmp_path, sample_pack
+):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    result = reconcile(sample_pack, backend, ActivationLinkStore(blocker / "links"), apply=True)
+    acme = next(r for r in result.results if r.action.describe() == "create_recipient recipient partner-acme")
+    assert acme.outcome == Outcome.APPLIED
+    assert "could not be written" in acme.message and "rotate the recipient's token" in acme.message
+    assert uc_workspace.uc.activation_links[0] not in acme.message
+    assert result.activation_links == {}
+
+
+class _NetworkDropsOnShares(UnityCatalogBackend):
+    """The Unity Catalog backend, with the connection lost when the first share is created."""
+
+    def create_share(self, name: str, comment: str) -> None:
+        raise ConnectionError("connection reset by peer")
+
+
+def test_unexpected_error_stops_the_apply_and_reports_the_rest_as_not_attempted(
+    uc_workspace, links, sample_pack
+):
+    backend = _NetworkDropsOnShares(uc_workspace.client())
+    result = reconcile(sample_pack, backend, links, apply=True)
+    outcomes = [(r.action.kind, r.outcome) for r in result.results]
+    assert outcomes[:3] == [
+        (ActionKind.CREATE_RECIPIENT, Outcome.APPLIED),
+        (ActionKind.CREATE_RECIPIENT, Outcome.APPLIED),
+        (ActionKind.CREATE_SHARE, Outcome.FAILED),
+    ]
+    assert {o for _, o in outcomes[3:]} == {Outcome.SKIPPED}
+    assert len(result.results) == len(result.plan.actions) == 9
+    assert "ConnectionError: connection reset by peer" in result.failed[0].message
