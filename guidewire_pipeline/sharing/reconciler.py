@@ -329,10 +329,11 @@ def _created_already(backend: SharingBackend, plan: Plan, action: Action, exc: S
     """A create answered "already exists": converged if it is ours (e.g. a lost response), else a failure."""
     if not exc.already_exists:
         return None
-    if action.kind == ActionKind.CREATE_SHARE:
-        live = backend.get_share(action.name)
-    else:
-        live = backend.get_recipient(action.name)
+    read = backend.get_share if action.kind == ActionKind.CREATE_SHARE else backend.get_recipient
+    try:
+        live = read(action.name)
+    except SharingApiError:
+        return None  # cannot tell whose it is: report the original "already exists" failure
     if live is not None and managing_pack(live.comment) == plan.pack_id:
         return f"already existed, managed by this pack ({exc.error_code}): the next plan reconciles its attributes"
     return None
