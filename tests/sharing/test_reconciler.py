@@ -273,3 +273,46 @@ def test_unexpected_error_stops_the_apply_and_reports_the_rest_as_not_attempted(
     assert {o for _, o in outcomes[3:]} == {Outcome.SKIPPED}
     assert len(result.results) == len(result.plan.actions) == 9
     assert "ConnectionError: connection reset by peer" in result.failed[0].message
+
+
+def test_changed_attributes_are_updated_in_place(uc_workspace, backend, links, sample_pack):
+    reconcile(sample_pack, backend, links, apply=True)
+    acme, workspace = sample_pack.recipient
+    claims, policies = sample_pack.share
+    obj = claims.data_objects[0].model_copy(update={"comment": "monthly KPIs", "history_sharing": True})
+    changed = sample_pack.model_copy(
+        update={
+            "recipient": [
+                acme.model_copy(update={"allowed_ips": ["203.0.113.0/24", "198.51.100.7"]}),
+                workspace,
+            ],
+            "share": [claims.model_copy(update={"comment": "Claim KPIs", "data_objects": [obj]}), policies],
+        }
+    )
+    plan = compute_plan(changed, backend.read_state(changed))
+    assert [(a.kind, a.resource_name, [str(c) for c in a.changes]) for a in plan.actions] == [
+        (
+            ActionKind.UPDATE_RECIPIENT,
+            "partner-acme",
+            ["allowed_ips: [203.0.113.0/24] → [198.51.100.7, 203.0.113.0/24]"],
+        ),
+        (
+            ActionKind.UPDATE_SHARE,
+            "claims_gold",
+            [
+                "comment: \"Claim KPIs by state and month [managed by share pack 'claims-analytics']\" → "
+                "\"Claim KPIs [managed by share pack 'claims-analytics']\""
+            ],
+        ),
+        (
+            ActionKind.UPDATE_OBJECT,
+            "claims_gold/main.gold.claims_by_state_month",
+            ["comment: ∅ → 'monthly KPIs'", "history_sharing: False → True"],
+        ),
+    ]
+    writes = len(uc_workspace.writes())
+    assert apply_plan(plan, backend, links).ok
+    assert len(uc_workspace.writes()) == writes + 3
+    shared = uc_workspace.uc.shares["claims_gold"]["objects"]["main.gold.claims_by_state_month"]
+    assert shared["history_data_sharing_status"] == "ENABLED" and shared["comment"] == "monthly KPIs"
+    assert compute_plan(changed, backend.read_state(changed)).is_empty
