@@ -11,22 +11,37 @@ The rules, each enforced here and nowhere else:
 - Schema evolution: new columns are merged (earlier rows read back as null); a column whose type
   changes fails the table with ``SchemaTypeChangeError`` before anything of that batch is written.
 - Memory is bounded by record batches: files are streamed, never collected into one table.
+
+Two clone modes, same rules:
+- ``deep`` (default): rows are copied into Delta data files under the table's root.
+- ``shallow``: zero copy. Each commit's add actions point at the CDA parquet files in place, by
+  absolute URI; sizes come from the listing and row counts and statistics from the parquet footers,
+  so a batch costs one footer read per file. The table is marked shallow in its description, and
+  ``vacuum_table`` refuses it: a VACUUM that followed those paths could delete Guidewire's files.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import Field as DeltaField
+from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.transaction import AddAction, create_table_with_add_actions
 
-from guidewire_pipeline.cda.load_plan import LoadPlan, PendingBatch, plan_table
+from guidewire_pipeline.cda.load_plan import DataFile, LoadPlan, PendingBatch, plan_table
 from guidewire_pipeline.cda.manifest import ManifestEntry
 from guidewire_pipeline.cda.storage import Location
 
@@ -40,9 +55,22 @@ TABLE_CONFIGURATION = {
 }
 READ_BATCH_ROWS = 64 * 1024
 MAX_COMMIT_ATTEMPTS = 5
+# Delta has no free-form table property (delta-rs rejects unknown keys), so the description marks a
+# shallow table; vacuum_table and the clone-mode check read it from the log's metadata.
+SHALLOW_DESCRIPTION = (
+    "Guidewire CDA shallow clone: data files are CDA's parquet files in place. "
+    "Never VACUUM this table: it could delete Guidewire's source files."
+)
+FOOTER_READ_THREADS = 16  # footer reads wait on storage, not CPU
+FOOTER_GUESS = 64 * 1024  # one ranged read covers the footer of a typical CDA file
+STATS_STRING_MAX = 32  # longer strings get no min/max (Delta truncates there too)
 
 CloneMode = Literal["deep", "shallow"]
 Progress = Callable[[str], None]
+
+
+class ShallowTableError(Exception):
+    """An operation that is unsafe or inconsistent for a shallow (zero-copy) table."""
 
 
 class SchemaTypeChangeError(Exception):
@@ -153,6 +181,7 @@ def sync_table(
     )
     try:
         table = open_table(location)
+        _check_clone_mode(entry.table, location, table, clone_mode)
         result.watermark_before = result.watermark_after = loaded_watermark(table)
         if plan is None or plan.loaded_watermark != result.watermark_before:
             plan = plan_table(entry, result.watermark_before)
@@ -196,8 +225,10 @@ def _apply_batch(
 ) -> tuple[DeltaTable, bool, int]:
     """Commit one CDA batch exactly once. Returns the refreshed table, whether this call committed
     it, and the rows it wrote."""
+    if clone_mode == "shallow":
+        return _apply_batch_shallow(table_name, location, table, batch)
     if clone_mode != "deep":
-        raise ValueError(f"clone_mode {clone_mode!r} is not supported yet; use 'deep'.")
+        raise ValueError(f"clone_mode {clone_mode!r} is not supported: use 'deep' or 'shallow'.")
     dataset = _batch_dataset(table_name, batch)
     for _attempt in range(MAX_COMMIT_ATTEMPTS):
         if table is not None and (loaded_watermark(table) or -1) >= batch.timestamp:
@@ -238,6 +269,224 @@ def _apply_batch(
         f"Table {table_name!r}: batch {batch.timestamp} lost {MAX_COMMIT_ATTEMPTS} commit races in a row; "
         "another writer keeps committing to this table. Run again once it has finished."
     )
+
+
+def _apply_batch_shallow(
+    table_name: str, location: Location, table: DeltaTable | None, batch: PendingBatch
+) -> tuple[DeltaTable, bool, int]:
+    """The shallow twin of ``_apply_batch``: one commit of add actions that point at the batch's
+    files in place, with the same app transaction, commit metadata and reload-on-conflict loop."""
+    footers = _read_footers(table_name, batch)
+    batch_schema = _unified_schema(table_name, batch, [schema for schema, _ in footers])
+    rows = sum(metadata.num_rows for _, metadata in footers)
+    actions = [
+        AddAction(_absolute_uri(data_file.location), data_file.size, {}, int(time.time() * 1000), True,
+                  _file_stats(batch_schema, schema, metadata))
+        for data_file, (schema, metadata) in zip(batch.files, footers, strict=True)
+    ]
+    for _attempt in range(MAX_COMMIT_ATTEMPTS):
+        if table is not None and (loaded_watermark(table) or -1) >= batch.timestamp:
+            return table, False, 0  # another writer committed it: exactly once
+        properties = CommitProperties(
+            custom_metadata={"gw_watermark": str(batch.timestamp), "gw_fingerprint": batch.fingerprint,
+                             "gw_table": table_name, "gw_clone_mode": "shallow"},
+            app_transactions=[Transaction(APP_ID, batch.timestamp)],
+            max_commit_retries=0,  # a concurrent commit must make us re-check the savepoint, not rebase
+        )
+        try:
+            if table is None:
+                create_table_with_add_actions(
+                    location.delta_uri, DeltaSchema.from_arrow(batch_schema), actions, mode="error",
+                    description=SHALLOW_DESCRIPTION, configuration=TABLE_CONFIGURATION,
+                    storage_options=location.delta_storage_options(), commit_properties=properties,
+                )
+            else:
+                delta_schema = _arrow_schema(table)
+                _check_types(table_name, delta_schema, batch_schema, batch)
+                new_columns = _new_columns(delta_schema, batch_schema)
+                if new_columns:
+                    # An add-actions commit cannot carry a schema change (delta-rs keeps the old
+                    # metadata), so new columns get their own idempotent commit just before.
+                    table.alter.add_columns(
+                        [DeltaField.from_arrow(f) for f in new_columns],
+                        commit_properties=CommitProperties(
+                            custom_metadata={"gw_schema_change": batch.fingerprint, "gw_table": table_name},
+                            max_commit_retries=0),
+                    )
+                    table = _refreshed(table)
+                    delta_schema = _arrow_schema(table)
+                table.create_write_transaction(actions, mode="append", schema=delta_schema,
+                                               commit_properties=properties)
+        except CommitFailedError:
+            table = open_table(location)  # lost a race: reload, then the savepoint decides
+            continue
+        except Exception as exc:
+            if table is None and "already exists" in str(exc).lower():
+                table = open_table(location)  # another writer created the table first
+                continue
+            raise
+        table = open_table(location) if table is None else _refreshed(table)
+        return table, True, rows
+    raise RuntimeError(
+        f"Table {table_name!r}: batch {batch.timestamp} lost {MAX_COMMIT_ATTEMPTS} commit races in a row; "
+        "another writer keeps committing to this table. Run again once it has finished."
+    )
+
+
+def _read_footers(table_name: str, batch: PendingBatch) -> list[tuple[pa.Schema, pq.FileMetaData]]:
+    """Each file's footer: one ranged GET per file on S3 (the listing's size spares the HEAD), on
+    threads, since each read waits on storage."""
+
+    def footer(data_file: DataFile) -> tuple[pa.Schema, pq.FileMetaData]:
+        try:
+            return read_parquet_footer(data_file.location, data_file.size)
+        except (OSError, ValueError, pa.ArrowInvalid) as exc:
+            raise ValueError(
+                f"Table {table_name!r}: cannot read the parquet footer of {data_file.location.uri} ({exc}). "
+                f"Check that file in CDA batch {batch.fingerprint}/{batch.timestamp}."
+            ) from exc
+
+    if len(batch.files) == 1:
+        return [footer(batch.files[0])]
+    with ThreadPoolExecutor(max_workers=min(FOOTER_READ_THREADS, len(batch.files))) as pool:
+        return list(pool.map(footer, batch.files))
+
+
+def read_parquet_footer(location: Location, size: int) -> tuple[pa.Schema, pq.FileMetaData]:
+    """A parquet file's schema and metadata from its tail: one read of ``FOOTER_GUESS`` bytes, and
+    a second only when the footer is larger than that."""
+    tail = location.read_tail(size, FOOTER_GUESS)
+    if len(tail) < 12 or tail[-4:] != b"PAR1":
+        raise ValueError("not a parquet file (no PAR1 footer)")
+    footer_length = int.from_bytes(tail[-8:-4], "little")
+    if footer_length + 8 > len(tail):
+        tail = location.read_tail(size, footer_length + 8)
+    # Only the footer is parsed; the data pages before it are never needed.
+    parquet = pq.ParquetFile(pa.BufferReader(b"PAR1" + tail[-(footer_length + 8):]))
+    return parquet.schema_arrow, parquet.metadata
+
+
+def _unified_schema(table_name: str, batch: PendingBatch, schemas: list[pa.Schema]) -> pa.Schema:
+    try:
+        unified = pa.unify_schemas(schemas, promote_options="default")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ValueError(
+            f"Table {table_name!r}: the parquet files of CDA batch {batch.fingerprint}/{batch.timestamp} "
+            f"disagree on column types ({exc}). Check that folder's files."
+        ) from exc
+    return pa.schema([f.with_nullable(True) for f in unified])
+
+
+def _new_columns(delta_schema: pa.Schema, batch_schema: pa.Schema) -> list[pa.Field]:
+    """The batch's columns that the table lacks (matched by name, case-insensitively), nullable."""
+    known = {f.name.lower() for f in delta_schema}
+    return [f.with_nullable(True) for f in batch_schema if f.name.lower() not in known]
+
+
+def _absolute_uri(location: Location) -> str:
+    """The URI an add action stores for a file in place: ``s3://bucket/key`` or ``file:///path``,
+    percent-encoded as the Delta protocol asks."""
+    if location.is_s3:
+        return f"s3://{location.bucket}/{quote(location.key)}"
+    return f"file://{quote(location.path)}"
+
+
+def _file_stats(batch_schema: pa.Schema, file_schema: pa.Schema, metadata: pq.FileMetaData) -> str:
+    """Delta file statistics from a parquet footer: numRecords, nullCount, and minValues/maxValues
+    for the types whose footer values are exact bounds (integers, dates, short strings, timestamps
+    widened to milliseconds). A column the file lacks (added by a later schema) is all null."""
+    rows = metadata.num_rows
+    null_count: dict[str, int] = {f.name: rows for f in batch_schema if f.name not in file_schema.names}
+    minimum: dict[str, Any] = {}
+    maximum: dict[str, Any] = {}
+    for index, arrow_field in enumerate(file_schema):
+        if arrow_field.type.num_fields != 0:
+            continue  # nested columns: no stats
+        nulls, low, high, exact = 0, None, None, True
+        for group in range(metadata.num_row_groups):
+            column = metadata.row_group(group).column(index)
+            stats = column.statistics
+            if stats is None or column.path_in_schema != arrow_field.name:
+                exact = False
+                break
+            if stats.has_null_count:
+                nulls += stats.null_count
+            else:
+                exact = False
+            if stats.has_min_max:
+                low = stats.min if low is None else min(low, stats.min)
+                high = stats.max if high is None else max(high, stats.max)
+            elif stats.num_values:
+                exact = False
+        if not exact:
+            continue
+        null_count[arrow_field.name] = nulls
+        bounds = _stat_bounds(arrow_field.type, low, high)
+        if bounds is not None:
+            minimum[arrow_field.name], maximum[arrow_field.name] = bounds
+    return json.dumps({"numRecords": rows, "minValues": minimum, "maxValues": maximum, "nullCount": null_count},
+                      separators=(",", ":"))
+
+
+def _stat_bounds(data_type: pa.DataType, low: Any, high: Any) -> tuple[Any, Any] | None:
+    if low is None or high is None:
+        return None
+    if pa.types.is_integer(data_type) and isinstance(low, int):
+        return low, high
+    if pa.types.is_date32(data_type) and isinstance(low, dt.date):
+        return low.isoformat(), high.isoformat()
+    if (pa.types.is_string(data_type) or pa.types.is_large_string(data_type)) and isinstance(low, str):
+        if len(low) > STATS_STRING_MAX or len(high) > STATS_STRING_MAX:
+            return None
+        return low, high
+    if pa.types.is_timestamp(data_type) and isinstance(low, dt.datetime):
+        # Delta keeps milliseconds: widen outwards so that the bounds still hold.
+        suffix = "Z" if data_type.tz else ""
+        low_ms = low.replace(microsecond=low.microsecond // 1000 * 1000)
+        high_ms = high.replace(microsecond=high.microsecond // 1000 * 1000)
+        if high_ms != high:
+            high_ms += dt.timedelta(milliseconds=1)
+        if data_type.tz:
+            low_ms, high_ms = low_ms.astimezone(dt.UTC), high_ms.astimezone(dt.UTC)
+        return (low_ms.strftime("%Y-%m-%dT%H:%M:%S.") + f"{low_ms.microsecond // 1000:03d}{suffix}",
+                high_ms.strftime("%Y-%m-%dT%H:%M:%S.") + f"{high_ms.microsecond // 1000:03d}{suffix}")
+    return None
+
+
+def is_shallow(table: DeltaTable) -> bool:
+    """True when the table was written in shallow mode (its description says so)."""
+    return (table.metadata().description or "") == SHALLOW_DESCRIPTION
+
+
+def _check_clone_mode(table_name: str, location: Location, table: DeltaTable | None, clone_mode: CloneMode) -> None:
+    if table is None:
+        return
+    existing: CloneMode = "shallow" if is_shallow(table) else "deep"
+    if existing != clone_mode:
+        raise ShallowTableError(
+            f"Table {table_name!r} at {location.uri} is a {existing} clone, but this run asks for "
+            f"clone_mode {clone_mode!r}. Mixing the two in one table is refused: set clone_mode back to "
+            f"{existing!r}, or load into a new GW_DELTA_ROOT."
+        )
+
+
+def vacuum_table(location: Location, *, retention_hours: int | None = None, dry_run: bool = True) -> list[str]:
+    """VACUUM a raw table through this tool. Refuses shallow tables with ``ShallowTableError``:
+    their data files are Guidewire's CDA files, which a VACUUM must never delete."""
+    table = open_table(location, without_files=False)
+    if table is None:
+        raise ValueError(f"There is no Delta table at {location.uri} to vacuum.")
+    if is_shallow(table) or any("://" in path for path in _add_paths(table)):
+        raise ShallowTableError(
+            f"Refusing to VACUUM {location.uri}: it is a shallow clone whose data files are Guidewire's "
+            "CDA parquet files in place, and a VACUUM could delete them. Do not VACUUM it with any tool; "
+            "to reclaim space, drop the table and reload it."
+        )
+    return table.vacuum(retention_hours=retention_hours, dry_run=dry_run)
+
+
+def _add_paths(table: DeltaTable) -> list[str]:
+    return [str(p) for p in pa.table(table.get_add_actions(flatten=True))["path"].to_pylist()]
 
 
 def _batch_dataset(table_name: str, batch: PendingBatch) -> ds.Dataset:
