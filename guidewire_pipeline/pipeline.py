@@ -17,9 +17,7 @@ import dagster as dg
 from guidewire_pipeline.medallion.layers import run_bronze_unraised, run_gold, run_silver_unraised
 from guidewire_pipeline.medallion.marts import load_marts
 from guidewire_pipeline.medallion.runners.base import NotebookRunner
-from guidewire_pipeline.raw.io_manager import RayDeltaIOManager
-from guidewire_pipeline.raw.jobs import SYNC_OP, SyncConfig, cda_sync_job, sync_raw
-from guidewire_pipeline.raw.resources import CdaSource
+from guidewire_pipeline.raw.jobs import RawSyncOutcome, cda_sync_job, sync_raw_tables
 from guidewire_pipeline.raw.sensors import build_cda_manifest_sensor
 from guidewire_pipeline.settings import Settings
 from guidewire_pipeline.sharing.assets import DeltaSharingResource, provision_shares
@@ -36,21 +34,13 @@ class PathOutcome:
 
 
 def build_e2e_job(settings: Settings) -> dg.JobDefinition:
-    @dg.op(name=SYNC_OP, out=dg.Out(PathOutcome))
-    def sync_raw_tables(context: dg.OpExecutionContext, config: SyncConfig, cda_source: CdaSource,
-                        raw_io_manager: dg.ResourceParam[RayDeltaIOManager]) -> PathOutcome:
-        """Raw: the same engine and records as cda_sync_job; failures are carried, not raised."""
-        raw = sync_raw(context, config.tables, cda_source, raw_io_manager)
-        return PathOutcome(tables=raw.ok, changed=raw.loaded,
-                           failures={f"raw {t}": reason for t, reason in raw.failures.items()})
-
     @dg.op(out=dg.Out(PathOutcome))
-    def bronze_and_silver(context: dg.OpExecutionContext, outcome: PathOutcome,
+    def bronze_and_silver(context: dg.OpExecutionContext, raw: RawSyncOutcome,
                           notebook_runner: NotebookRunner) -> PathOutcome:
         """Bronze for every table the raw step left fine, then silver for those bronze did not fail."""
-        bronze = run_bronze_unraised(context, notebook_runner, settings, outcome.tables)
+        bronze = run_bronze_unraised(context, notebook_runner, settings, raw.ok)
         silver = run_silver_unraised(context, notebook_runner, settings, bronze.succeeded)
-        failures = dict(outcome.failures)
+        failures = {f"raw {t}": reason for t, reason in raw.failures.items()}
         for report in (bronze, silver):
             failures.update({f"{report.layer} {r.table}": r.reason or "failed"
                              for r in report.results if r.status == "failed"})

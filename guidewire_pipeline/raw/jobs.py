@@ -94,14 +94,19 @@ def sync_raw(
     return outcome
 
 
-@dg.op(name=SYNC_OP, out=dg.Out(list[str], description="The tables that loaded new batches."))
+@dg.op(name=SYNC_OP, out=dg.Out(RawSyncOutcome))
 def sync_raw_tables(
     context: dg.OpExecutionContext, config: SyncConfig, cda_source: CdaSource,
     raw_io_manager: dg.ResourceParam[RayDeltaIOManager],
-) -> list[str]:
+) -> RawSyncOutcome:
     """Sync the configured tables into raw Delta, recording each table's result on its partition.
-    Finishes every table, then fails naming the tables that failed."""
-    outcome = sync_raw(context, config.tables, cda_source, raw_io_manager)
+    Table failures are carried in the outcome, so the steps after it still run for the others."""
+    return sync_raw(context, config.tables, cda_source, raw_io_manager)
+
+
+@dg.op(out=dg.Out(list[str], description="The tables that loaded new batches."))
+def report_failed_tables(outcome: RawSyncOutcome) -> list[str]:
+    """Fails the run naming every table that failed (the others are committed and recorded)."""
     if outcome.failures:
         raise dg.Failure(
             description=f"{len(outcome.failures)} of {len(outcome.requested)} tables failed (the others are "
@@ -118,4 +123,4 @@ def sync_raw_tables(
     executor_def=dg.in_process_executor,  # one step: no subprocess to start
 )
 def cda_sync_job() -> None:
-    sync_raw_tables()
+    report_failed_tables(sync_raw_tables())
