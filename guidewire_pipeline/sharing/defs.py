@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import dagster as dg
 
+from guidewire_pipeline.medallion.marts import load_marts
 from guidewire_pipeline.raw.partitions import gold_asset_key
 from guidewire_pipeline.settings import Settings
 from guidewire_pipeline.sharing.assets import (
@@ -27,9 +27,6 @@ from guidewire_pipeline.sharing.assets import (
 from guidewire_pipeline.sharing.sharepack import SharePackInvalid, load_sharepack
 
 log = logging.getLogger(__name__)
-
-# The gold marts, one SQL file each (see guidewire_pipeline/medallion/marts.py).
-GOLD_SQL_DIR = Path(__file__).resolve().parent.parent / "medallion" / "gold"
 
 
 def shared_gold_marts(settings: Settings) -> list[str]:
@@ -45,7 +42,7 @@ def shared_gold_marts(settings: Settings) -> list[str]:
         log.warning("delta_shares has no gold dependencies: %s", exc)
         return []
     tables = sorted({obj.table_name for share in pack.share for obj in share.data_objects})
-    marts = {p.stem for p in GOLD_SQL_DIR.glob("*.sql")}
+    marts = set(load_marts())
     return [t for t in tables if t in marts] if marts else tables
 
 
