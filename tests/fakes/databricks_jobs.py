@@ -131,6 +131,9 @@ class FakeJobsService:
         self.jobs: dict[int, dict[str, Any]] = {}
         self.workspace_objects: dict[str, dict[str, Any]] = {"/": self._object("/", "DIRECTORY")}
         self.idempotency_tokens: dict[str, int] = {}
+        self.task_state_changed = threading.Condition(ws.lock)
+        # Tests set this to answer runs/submit only once the notebook runs (a slow submit response).
+        self.answer_submit_after_start = False
         self._next_id = 1000
         self.cancel_grace_seconds = 5.0
 
@@ -156,15 +159,22 @@ class FakeJobsService:
         return run
 
     def wait_for_task_running(self, timeout: float = 30) -> FakeTaskRun:
-        """Block until some task run has a live process; for cancellation tests."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.ws.lock:
-                for _, task in self.task_runs.values():
-                    if task.life_cycle_state == "RUNNING" and task.process is not None:
-                        return task
-            time.sleep(0.02)  # polls the fake's own state, not a race being papered over
-        raise TimeoutError(f"no fake task run reached RUNNING within {timeout}s")
+        """Block until some task run has a live notebook process; for cancellation tests."""
+
+        def running() -> FakeTaskRun | None:
+            return next(
+                (
+                    t
+                    for _, t in self.task_runs.values()
+                    if t.life_cycle_state == "RUNNING" and t.process is not None
+                ),
+                None,
+            )
+
+        with self.task_state_changed:
+            if not self.task_state_changed.wait_for(running, timeout):
+                raise TimeoutError(f"no fake task run reached RUNNING within {timeout}s")
+            return running()
 
     def workspace_file(self, path: str) -> Path:
         return self.workspace_root / path.lstrip("/")
@@ -296,6 +306,7 @@ class FakeJobsService:
                     "or the identity used to run this job lacks the required permissions."
                 )
                 task.end_time = _now_ms()
+                self.task_state_changed.notify_all()
             return
         run_dir = self.runs_root / str(task.run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -325,12 +336,14 @@ class FakeJobsService:
                     start_new_session=True,  # its own process group, so cancel reaches the notebook's children
                 )
             task.life_cycle_state = "RUNNING"
+            self.task_state_changed.notify_all()
         returncode = task.process.wait()
         result_file = run_dir / "result.json"
         result = json.loads(result_file.read_text(encoding="utf-8")) if result_file.is_file() else {}
         with self.ws.lock:
             task.end_time = _now_ms()
             task.life_cycle_state = "TERMINATED"
+            self.task_state_changed.notify_all()
             if run.cancel_requested:
                 task.result_state, task.state_message = "CANCELED", "Run cancelled."
             elif returncode == 0:
@@ -491,6 +504,9 @@ def _install_jobs(ws: FakeDatabricksWorkspace, service: FakeJobsService) -> None
         if token:
             with ws.lock:
                 service.idempotency_tokens[token] = run.run_id
+        if service.answer_submit_after_start:
+            with service.task_state_changed:
+                service.task_state_changed.wait_for(lambda: run.tasks[0].life_cycle_state != "PENDING", 30)
         return {"run_id": run.run_id}
 
     @ws.route("GET", r"/api/2\.[12]/jobs/runs/get")

@@ -107,9 +107,12 @@ def test_notebook_error_fails_the_step_with_state_message_and_error(ws):
     assert run.result_state == "FAILED"
 
 
-def test_terminating_the_step_cancels_the_databricks_run(ws, monkeypatch):
+@pytest.mark.parametrize("when", ["while_polling", "during_submit"])
+def test_terminating_the_step_cancels_the_databricks_run(ws, monkeypatch, when):
     # The killed notebook never sends Pipes' closed message: don't wait the default 10 s for it.
     monkeypatch.setattr("dagster._core.pipes.utils.WAIT_FOR_LOGS_AFTER_EXECUTION_INTERVAL", 0)
+    # during_submit: the run exists but the client has no run id yet when the interrupt comes.
+    ws.jobs.answer_submit_after_start = when == "during_submit"
     task_holder = {}
 
     def interrupt_when_running() -> None:

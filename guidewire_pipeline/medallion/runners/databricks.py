@@ -41,8 +41,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import dagster as dg
+from dagster._core.errors import raise_execution_interrupts
 from dagster._core.pipes.client import PipesContextInjector, PipesMessageReader
 from dagster._core.pipes.utils import open_pipes_session
+from dagster._utils.interrupts import capture_interrupts
 from dagster_databricks.pipes import (
     PipesDbfsContextInjector,
     PipesDbfsMessageReader,
@@ -218,22 +220,26 @@ class DatabricksNotebookRunner(NotebookRunner):
             }
             task = self._submit_task(notebook, remote, base_parameters)
             with self._cancel_on_exit(context, client, notebook) as submitted:
-                try:
-                    run_id = client.jobs.submit(
-                        run_name=f"guidewire_pipeline {PurePosixPath(notebook).stem} (dagster run {context.run_id[:8]})",
-                        tasks=[task],
-                        # One token per call: the SDK's retries of this request cannot start a second run.
-                        idempotency_token=uuid.uuid4().hex,
-                        timeout_seconds=self.run_timeout_seconds or None,
-                    ).bind()["run_id"]
-                except DatabricksError as error:
-                    raise dg.Failure(
-                        description=(
-                            f"Databricks refused the run of notebook {remote} ({error.error_code}: {error}). "
-                            "Check existing_cluster_id / new_cluster / pipes_volume_path."
-                        )
-                    ) from error
-                submitted["run_id"] = run_id
+                # An interrupt while submitting waits until the run id is known, so the run can be cancelled.
+                with capture_interrupts():
+                    try:
+                        run_id = client.jobs.submit(
+                            run_name=f"guidewire_pipeline {PurePosixPath(notebook).stem} (dagster run {context.run_id[:8]})",
+                            tasks=[task],
+                            # One token per call: the SDK's retries of this request cannot start a second run.
+                            idempotency_token=uuid.uuid4().hex,
+                            timeout_seconds=self.run_timeout_seconds or None,
+                        ).bind()["run_id"]
+                    except DatabricksError as error:
+                        raise dg.Failure(
+                            description=(
+                                f"Databricks refused the run of notebook {remote} ({error.error_code}: {error}). "
+                                "Check existing_cluster_id / new_cluster / pipes_volume_path."
+                            )
+                        ) from error
+                    submitted["run_id"] = run_id
+                    with raise_execution_interrupts():
+                        pass  # raises here an interrupt captured during the submit
                 run = self._wait_until_terminal(context, client, run_id, notebook)
                 submitted["terminal"] = True
             table_results = [m for m in session.get_custom_messages() if isinstance(m, dict)]
