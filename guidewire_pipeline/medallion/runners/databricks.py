@@ -132,7 +132,7 @@ class DatabricksNotebookRunner(NotebookRunner):
     # ----------------------------------------------------------------- public
 
     def workspace_client(self) -> WorkspaceClient:
-        """A PAT-authenticated client (no other auth method or config profile is consulted)."""
+        """A client that authenticates with the PAT only (auth_type="pat": no OAuth, no CLI, no profile auth)."""
         return WorkspaceClient(
             config=Config(
                 host=self.host,
