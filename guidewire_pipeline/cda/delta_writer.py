@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, Transaction, write_deltalake
 from deltalake import Field as DeltaField
 from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
@@ -43,13 +44,15 @@ from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from guidewire_pipeline.cda.load_plan import DataFile, LoadPlan, PendingBatch, plan_table
 from guidewire_pipeline.cda.manifest import ManifestEntry
-from guidewire_pipeline.cda.storage import Location
+from guidewire_pipeline.cda.storage import Location, StorageError
 
 APP_ID = "guidewire-cda"
-# A checkpoint every 50 commits: reading the loaded watermark then replays at most 49 JSON commits,
-# whatever the table's age, and each checkpoint stays cheap to write.
+# A checkpoint every 10 commits. delta-rs replays every commit file since the last checkpoint each
+# time it opens a table (three times over, one GET each on S3: measured in benchmarks/incremental),
+# so the interval bounds what a run pays to open a table of any age: at most 9 commit files. A
+# checkpoint costs one state read and one PUT, paid once per 10 CDA batches.
 TABLE_CONFIGURATION = {
-    "delta.checkpointInterval": "50",
+    "delta.checkpointInterval": "10",
     "delta.enableChangeDataFeed": "true",
     "delta.appendOnly": "true",
 }
@@ -139,10 +142,75 @@ def open_table(location: Location, *, without_files: bool = True) -> DeltaTable 
 
 
 def loaded_watermark(table: DeltaTable | None) -> int | None:
-    """The table's savepoint: the last CDA timestamp committed, from the app transaction."""
+    """The table's savepoint: the last CDA timestamp committed, from the app transaction.
+
+    delta-rs answers ``transaction_version`` by replaying the log since the last checkpoint (every
+    commit file, on S3 one GET each), so the answer is remembered per (table, version): a version's
+    state never changes. Our own commits record theirs directly (``_remember_watermark``)."""
     if table is None:
         return None
-    return table.transaction_version(APP_ID)
+    key = (table.table_uri, table.version())
+    if key not in _WATERMARKS:
+        _remember_watermark(table, table.transaction_version(APP_ID))
+    return _WATERMARKS[key]
+
+
+_WATERMARKS: dict[tuple[str, int], int | None] = {}
+
+
+def _remember_watermark(table: DeltaTable, watermark: int | None, version: int | None = None) -> None:
+    if len(_WATERMARKS) > 100_000:
+        _WATERMARKS.clear()
+    _WATERMARKS[(table.table_uri, table.version() if version is None else version)] = watermark
+
+
+@dataclass(frozen=True)
+class LogPeek:
+    """What the newest commit of a raw table says, read without delta-rs' log replay."""
+
+    exists: bool
+    version: int | None = None
+    loaded_watermark: int | None = None
+
+
+_COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
+PEEK_MAX_COMMITS = 3
+
+
+def peek_loaded_watermark(location: Location) -> LogPeek | None:
+    """The savepoint from the newest commit file, at a cost that does not grow with the table's
+    age: on S3 one GET of ``_last_checkpoint``, one LIST that starts after the checkpoint, one GET
+    of the newest commit (a few more when the newest commits carry no app transaction, such as an
+    ADD COLUMN). Returns None when it cannot tell; the caller then asks delta-rs. Only ever used to
+    skip or plan work: every commit re-checks the savepoint on its own snapshot."""
+    log = location.join("_delta_log")
+    checkpoint: int | None = None
+    try:
+        checkpoint = int(json.loads(log.join("_last_checkpoint").read_bytes())["version"])
+    except StorageError:
+        checkpoint = None  # no checkpoint yet (or the table does not exist)
+    except (ValueError, KeyError, TypeError):
+        return None
+    versions = sorted(
+        int(match.group(1)) for child in log.list_children(
+            start_after=f"{checkpoint:020d}" if checkpoint is not None else None)
+        if not child.is_dir and (match := _COMMIT_FILE.match(child.name))
+    )
+    if checkpoint is not None and (not versions or versions[0] != checkpoint + 1):
+        versions = [checkpoint, *versions]
+    if not versions:
+        return LogPeek(exists=False)
+    for version in reversed(versions[-PEEK_MAX_COMMITS:]):
+        try:
+            commit = log.join(f"{version:020d}.json").read_bytes()
+        except StorageError:
+            return None
+        for line in commit.splitlines():
+            action = json.loads(line) if line.strip() else {}
+            txn = action.get("txn")
+            if txn and txn.get("appId") == APP_ID:
+                return LogPeek(exists=True, version=versions[-1], loaded_watermark=int(txn["version"]))
+    return None
 
 
 def read_table_state(location: Location) -> DeltaTableState:
@@ -180,8 +248,11 @@ def sync_table(
         watermark_before=None, watermark_after=None, uri=location.uri,
     )
     try:
-        table = open_table(location)
+        # With its files: the commits below and the row count at the end reuse this one log read.
+        table = open_table(location, without_files=False)
         _check_clone_mode(entry.table, location, table, clone_mode)
+        if table is not None and plan is not None and plan.loaded_version == table.version():
+            _remember_watermark(table, plan.loaded_watermark)  # planned on this very version
         result.watermark_before = result.watermark_after = loaded_watermark(table)
         if plan is None or plan.loaded_watermark != result.watermark_before:
             plan = plan_table(entry, result.watermark_before)
@@ -201,7 +272,7 @@ def sync_table(
                 verb = "committed" if applied else "already committed by another writer"
                 progress(f"{entry.table}: batch {number}/{len(plan.batches)} ({batch.timestamp}) {verb}, "
                          f"{rows} rows")
-        _finish(result, entry, plan, location)
+        _finish(result, entry, table)
     except Exception as exc:  # one table's failure is reported by name, never raised to the caller
         result.status = "failed"
         result.error = str(exc) if entry.table in str(exc) else f"Table {entry.table!r}: {exc}"
@@ -209,11 +280,12 @@ def sync_table(
     return result
 
 
-def _finish(result: TableSyncResult, entry: ManifestEntry, plan: LoadPlan, location: Location) -> None:
-    state = read_table_state(location)
-    result.delta_version = state.version
-    result.total_rows = state.total_rows
-    result.columns = list(state.columns)
+def _finish(result: TableSyncResult, entry: ManifestEntry, table: DeltaTable | None) -> None:
+    """Version, row count and schema from the table in hand: no second log read."""
+    if table is not None:
+        result.delta_version = table.version()
+        result.total_rows = _row_count(table)
+        result.columns = list(_columns(_arrow_schema(table)))
     loaded = result.watermark_after
     result.fingerprints = [
         fp.fingerprint for fp in entry.fingerprints if loaded is not None and fp.starts_at <= loaded
@@ -245,6 +317,7 @@ def _apply_batch(
             app_transactions=[Transaction(APP_ID, batch.timestamp)],
             max_commit_retries=0,  # a concurrent commit must make us re-check the savepoint, not rebase
         )
+        before = table.version() if table is not None else -1
         try:
             write_deltalake(
                 table if table is not None else location.delta_uri,
@@ -254,16 +327,17 @@ def _apply_batch(
                 storage_options=None if table is not None else location.delta_storage_options(),
                 configuration=None if table is not None else TABLE_CONFIGURATION,
                 commit_properties=properties,
+                post_commithook_properties=_hooks(table),
             )
         except CommitFailedError:
-            table = open_table(location)  # lost a race: reload, then the savepoint decides
+            table = open_table(location, without_files=False)  # lost a race: reload, then the savepoint decides
             continue
         except Exception as exc:
             if table is None and "already exists" in str(exc).lower():
-                table = open_table(location)  # another writer created the table first
+                table = open_table(location, without_files=False)  # another writer created the table first
                 continue
             raise
-        table = open_table(location) if table is None else _refreshed(table)
+        table = _after_commit(location, table, batch, before)
         return table, True, counter.rows
     raise RuntimeError(
         f"Table {table_name!r}: batch {batch.timestamp} lost {MAX_COMMIT_ATTEMPTS} commit races in a row; "
@@ -294,11 +368,13 @@ def _apply_batch_shallow(
             max_commit_retries=0,  # a concurrent commit must make us re-check the savepoint, not rebase
         )
         try:
+            before = -1
             if table is None:
                 create_table_with_add_actions(
                     location.delta_uri, DeltaSchema.from_arrow(batch_schema), actions, mode="error",
                     description=SHALLOW_DESCRIPTION, configuration=TABLE_CONFIGURATION,
                     storage_options=location.delta_storage_options(), commit_properties=properties,
+                    post_commithook_properties=_hooks(None),
                 )
             else:
                 delta_schema = _arrow_schema(table)
@@ -315,17 +391,18 @@ def _apply_batch_shallow(
                     )
                     table = _refreshed(table)
                     delta_schema = _arrow_schema(table)
+                before = table.version()
                 table.create_write_transaction(actions, mode="append", schema=delta_schema,
-                                               commit_properties=properties)
+                                               commit_properties=properties, post_commithook_properties=_hooks(table))
         except CommitFailedError:
-            table = open_table(location)  # lost a race: reload, then the savepoint decides
+            table = open_table(location, without_files=False)  # lost a race: reload, then the savepoint decides
             continue
         except Exception as exc:
             if table is None and "already exists" in str(exc).lower():
-                table = open_table(location)  # another writer created the table first
+                table = open_table(location, without_files=False)  # another writer created the table first
                 continue
             raise
-        table = open_table(location) if table is None else _refreshed(table)
+        table = _after_commit(location, table, batch, before)
         return table, True, rows
     raise RuntimeError(
         f"Table {table_name!r}: batch {batch.timestamp} lost {MAX_COMMIT_ATTEMPTS} commit races in a row; "
@@ -542,6 +619,28 @@ def _row_count(table: DeltaTable) -> int:
     if "num_records" not in actions.column_names or actions.num_rows == 0:
         return 0
     return int(pc.sum(actions["num_records"]).as_py() or 0)
+
+
+def _hooks(table: DeltaTable | None) -> PostCommitHookProperties:
+    """Checkpoints as configured; expired-log cleanup only on checkpoint commits, since it lists the
+    whole ``_delta_log`` (a cost that grows with the table's age) every time it runs."""
+    if table is None:
+        return PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
+    interval = int(table.metadata().configuration.get("delta.checkpointInterval") or 100)
+    return PostCommitHookProperties(create_checkpoint=True,
+                                    cleanup_expired_logs=(table.version() + 1) % interval == 0)
+
+
+def _after_commit(location: Location, table: DeltaTable | None, batch: PendingBatch, before: int) -> DeltaTable:
+    """The table after our commit of ``batch`` on version ``before``. When the refresh saw only that
+    commit, its savepoint is known without a log replay."""
+    if table is None:
+        table = open_table(location, without_files=False)
+    elif table.version() != before + 1:
+        table = _refreshed(table)  # create_write_transaction leaves the handle on the old version
+    if table.version() == before + 1:
+        _remember_watermark(table, batch.timestamp)
+    return table
 
 
 def _refreshed(table: DeltaTable) -> DeltaTable:

@@ -52,6 +52,7 @@ class LoadPlan:
     batches: list[PendingBatch]
     warnings: list[str] = field(default_factory=list)
     listed: list[str] = field(default_factory=list)  # every folder listed, in order (one request each on S3)
+    loaded_version: int | None = None  # the Delta version the loaded watermark was read from, if known
 
     @property
     def target_watermark(self) -> int | None:
