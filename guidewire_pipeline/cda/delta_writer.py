@@ -656,3 +656,27 @@ class _RowCounter:
         for record_batch in batches:
             self.rows += record_batch.num_rows
             yield record_batch
+
+
+def raw_dataset(location: Location) -> ds.Dataset:
+    """A pyarrow dataset over a raw table's current files, deep or shallow, with the table's schema
+    (columns a file lacks read as null). ``DeltaTable.to_pyarrow_dataset`` cannot read a shallow
+    table: it joins the absolute add-action paths onto the table root."""
+    table = open_table(location, without_files=False)
+    if table is None:
+        raise ValueError(f"There is no Delta table at {location.uri}.")
+    schema = _arrow_schema(table)
+    paths = [_data_file_location(location, str(path)) for path in _add_paths(table)]
+    if not paths:
+        return ds.dataset([], schema=schema, format="parquet")
+    return ds.dataset([p.fs_path for p in paths], schema=schema, format="parquet", filesystem=paths[0].filesystem())
+
+
+def _data_file_location(table_location: Location, path: str) -> Location:
+    """Where an add action's file is: an absolute URI as written in shallow mode, else relative to the
+    table root."""
+    from urllib.parse import unquote
+
+    if "://" in path:
+        return Location.parse(unquote(path))
+    return table_location.join(unquote(path))

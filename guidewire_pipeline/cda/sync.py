@@ -5,6 +5,8 @@ and the benchmarks all call ``sync_tables``.
 
 - Tables already at their manifest watermark are settled in the driver with one small Delta log read
   each, so a run with nothing to do never starts Ray.
+- Small work (at most ``driver_max_bytes`` of pending parquet, no cluster address) and shallow
+  clones (no data copied) load on threads in the driver: Ray's start-up would cost more than them.
 - The others run as Ray tasks: on a local Ray by default, on a cluster when an address is given
   (``RAY_ADDRESS``). Ray is started or connected once per process.
 - A table's failure is its own: its result says ``failed`` with the reason, the others carry on and
@@ -13,6 +15,7 @@ and the benchmarks all call ``sync_tables``.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -36,12 +39,23 @@ Progress = Callable[[str], None]
 _ray_lock = threading.Lock()
 
 
+# Below this much pending parquet, a local run loads in the driver on threads: starting a local Ray
+# costs 6-14 s on a 2-core machine, more than loading 64 MB takes (benchmarks/ray_overhead).
+DRIVER_MAX_BYTES = 64 * 2**20
+SHALLOW_THREADS = 8  # shallow loads wait on storage (footers, commits), not on CPU
+
+
 @dataclass(frozen=True)
 class RaySettings:
-    """Where the heavy work runs: local Ray (address None) or a cluster; CPUs for a local Ray."""
+    """Where the heavy work runs: local Ray (address None) or a cluster; CPUs for a local Ray.
+
+    ``driver_max_bytes``: a run without a cluster address whose pending parquet is at most this
+    size loads on threads in the driver and never starts Ray (0: always Ray). Shallow runs copy no
+    data and always load in the driver."""
 
     address: str | None = None
     num_cpus: int | None = None
+    driver_max_bytes: int = DRIVER_MAX_BYTES
 
 
 def raw_table_location(delta_root: str, table: str) -> Location:
@@ -78,8 +92,12 @@ def sync_tables(
     if progress:
         progress(f"{len(entries) - len(pending)} of {len(entries)} tables have nothing to load; "
                  f"{len(pending)} to load")
-    if pending:
-        _run_on_ray(pending, delta_root, ray or RaySettings(), clone_mode, finish)
+    settings = ray or RaySettings()
+    if pending and _in_driver(pending, settings, clone_mode):
+        threads = SHALLOW_THREADS if clone_mode == "shallow" else (settings.num_cpus or os.cpu_count() or 1)
+        _run_in_driver(pending, delta_root, clone_mode, finish, threads)
+    elif pending:
+        _run_on_ray(pending, delta_root, settings, clone_mode, finish)
     order = {entry.table: i for i, entry in enumerate(entries)}
     return sorted(results, key=lambda r: order[r.table])
 
@@ -124,6 +142,28 @@ def _settle(entries: list[ManifestEntry], delta_root: str) -> list[TableSyncResu
         return []
     with ThreadPoolExecutor(max_workers=min(16, len(entries))) as pool:
         return list(pool.map(settle, entries))
+
+
+def _in_driver(work: list[tuple[ManifestEntry, LoadPlan]], settings: RaySettings, clone_mode: CloneMode) -> bool:
+    if clone_mode == "shallow":
+        return True
+    if settings.address:
+        return False  # a running cluster costs little to reach
+    return sum(plan.pending_bytes for _, plan in work) <= settings.driver_max_bytes
+
+
+def _run_in_driver(
+    work: list[tuple[ManifestEntry, LoadPlan]], delta_root: str, clone_mode: CloneMode,
+    finish: Callable[[TableSyncResult], None], threads: int,
+) -> None:
+    """Small or copy-free work: tables on threads in this process, no Ray start-up."""
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(work)))) as pool:
+        futures = [
+            pool.submit(sync_table, entry, raw_table_location(delta_root, entry.table), clone_mode=clone_mode, plan=plan)
+            for entry, plan in work
+        ]
+        for future in futures:
+            finish(future.result())  # sync_table never raises for a table's own problem
 
 
 def ensure_ray(settings: RaySettings) -> dict[str, Any]:

@@ -20,9 +20,15 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
-from guidewire_pipeline.cda.delta_writer import TableSyncResult, open_table
+from guidewire_pipeline.cda.delta_writer import (
+    TableSyncResult,
+    is_shallow,
+    open_table,
+    raw_dataset,
+    vacuum_table,
+)
 from guidewire_pipeline.cda.manifest import ManifestEntry
-from guidewire_pipeline.cda.sync import RaySettings, raw_table_location, sync_tables
+from guidewire_pipeline.cda.sync import DRIVER_MAX_BYTES, RaySettings, raw_table_location, sync_tables
 from guidewire_pipeline.raw.observability import sync_metadata
 
 
@@ -42,17 +48,28 @@ class RayDeltaIOManager(dg.ConfigurableIOManager):
     ray_address: str | None = Field(default=None, description="RAY_ADDRESS of a cluster; unset: local Ray")
     num_cpus: int | None = Field(default=None, description="CPUs for a local Ray (unset: all)")
     clone_mode: Literal["deep", "shallow"] = Field(
-        default="deep", description="deep: rows are copied into Delta data files.")
+        default="deep", description="deep: rows are copied into Delta data files under delta_root. "
+        "shallow: zero copy, the Delta log points at the CDA parquet files in place (read it with "
+        "deltalake's QueryBuilder or raw_dataset(); never VACUUM it, see vacuum()).")
+    driver_max_bytes: int = Field(
+        default=DRIVER_MAX_BYTES, description="Without ray_address, a run with at most this much pending "
+        "parquet loads on threads in the run's process instead of starting a local Ray (0: always Ray).")
 
     # -- the engine, shared with cda_sync_job ----------------------------------------------------
     def sync(self, entries: list[ManifestEntry], log: Any = None) -> list[TableSyncResult]:
         """Sync the tables on Ray; one result per entry, failures included (never raises per table)."""
         return sync_tables(
             entries, self.delta_root,
-            ray=RaySettings(address=self.ray_address, num_cpus=self.num_cpus),
+            ray=RaySettings(address=self.ray_address, num_cpus=self.num_cpus, driver_max_bytes=self.driver_max_bytes),
             clone_mode=self.clone_mode,
             progress=log.info if log is not None else None,
         )
+
+    def vacuum(self, table: str, *, retention_hours: int | None = None, dry_run: bool = True) -> list[str]:
+        """VACUUM one raw table. Refuses a shallow table (``ShallowTableError``): its data files are
+        Guidewire's CDA files, and a VACUUM could delete them."""
+        return vacuum_table(raw_table_location(self.delta_root, table), retention_hours=retention_hours,
+                            dry_run=dry_run)
 
     # -- Dagster I/O manager --------------------------------------------------------------------
     def handle_output(self, context: dg.OutputContext, obj: RawLoadRequest) -> Iterator[Any]:
@@ -96,6 +113,11 @@ class RayDeltaIOManager(dg.ConfigurableIOManager):
             from guidewire_pipeline.cda.sync import ensure_ray
 
             ensure_ray(RaySettings(address=self.ray_address, num_cpus=self.num_cpus))
+            table = open_table(location)
+            if table is not None and is_shallow(table):
+                # read_delta joins absolute add-action paths onto the table root: read the files in place.
+                dataset = raw_dataset(location)
+                return ray.data.read_parquet(dataset.files, filesystem=dataset.filesystem, schema=dataset.schema)
             return ray.data.read_delta(location.delta_uri, storage_options=location.delta_storage_options() or None)
         handle = open_table(location, without_files=False)
         if handle is None:
