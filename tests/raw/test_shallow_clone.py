@@ -1,0 +1,152 @@
+"""Shallow (zero-copy) clone mode: same watermark and exactly-once rules as deep, files in place,
+the readers that work, and VACUUM refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, QueryBuilder
+
+from guidewire_pipeline.cda.delta_writer import (
+    APP_ID,
+    ShallowTableError,
+    _apply_batch,
+    open_table,
+    peek_loaded_watermark,
+    raw_dataset,
+    sync_table,
+    vacuum_table,
+)
+from guidewire_pipeline.cda.load_plan import plan_table
+from guidewire_pipeline.cda.manifest import read_manifest
+from guidewire_pipeline.cda.storage import Location
+from guidewire_pipeline.cda.sync import sync_tables
+from guidewire_pipeline.raw.io_manager import RayDeltaIOManager
+from guidewire_pipeline.sample.generator import advance
+from tests.raw.helpers import change_keys, committed_folders, committed_rows
+
+
+def query_keys(table: DeltaTable) -> list[tuple[int, str]]:
+    result = QueryBuilder().register("t", table).execute("select id, gwcbi___seqval_hex from t").read_all()
+    return change_keys(pa.table(result))
+
+
+def test_shallow_table_points_at_cda_files_and_holds_every_committed_row_once(sample_cda: Path, tmp_path: Path):
+    manifest = read_manifest(str(sample_cda / "manifest.json"))
+    results = sync_tables(manifest.entries.values(), str(tmp_path / "delta"), clone_mode="shallow")
+    assert all(r.ok for r in results), [r.error for r in results]
+    for table in ("cc_claim", "cc_contact"):
+        target = tmp_path / "delta" / "raw" / table
+        delta = DeltaTable(str(target))
+        folders = committed_folders(sample_cda, table)
+        # Rows: exactly the committed folders, never the in-flight one, nothing twice.
+        assert query_keys(delta) == change_keys(committed_rows(sample_cda, table))
+        assert delta.transaction_version(APP_ID) == int(folders[-1].name)
+        history = sorted(delta.history(), key=lambda h: h["version"])
+        assert [int(h["gw_watermark"]) for h in history if "gw_watermark" in h] == [int(f.name) for f in folders]
+        # Zero copy: every add action is an absolute URI into the CDA tree, no parquet under the table.
+        paths = pa.table(delta.get_add_actions(flatten=True))["path"].to_pylist()
+        assert paths and all(p.startswith(f"file://{sample_cda}/{table}/") for p in paths)
+        assert not list(target.glob("*.parquet"))
+        # Row counts from footers: the stats add up to the rows.
+        assert sum(pa.table(delta.get_add_actions(flatten=True))["num_records"].to_pylist()) == len(
+            committed_rows(sample_cda, table))
+    claim = next(r for r in results if r.table == "cc_claim")
+    assert claim.total_rows == len(committed_rows(sample_cda, "cc_claim"))
+    assert ("severity", "string") in claim.columns  # the second fingerprint's column, merged
+
+
+def test_rerun_is_a_no_op_and_advance_loads_only_new_folders(sample_cda: Path, tmp_path: Path):
+    root = str(tmp_path / "delta")
+    manifest = read_manifest(str(sample_cda / "manifest.json"))
+    sync_tables([manifest.entries["cc_claim"]], root, clone_mode="shallow")
+    again = sync_tables([manifest.entries["cc_claim"]], root, clone_mode="shallow")
+    assert [r.status for r in again] == ["up_to_date"]
+
+    advance(str(sample_cda), batches=2, rows=30)
+    manifest = read_manifest(str(sample_cda / "manifest.json"))
+    [result] = sync_tables([manifest.entries["cc_claim"]], root, clone_mode="shallow")
+    assert (result.status, result.batches_applied) == ("loaded", 3)  # the old in-flight folder + 2 new
+    delta = DeltaTable(f"{root}/raw/cc_claim")
+    assert query_keys(delta) == change_keys(committed_rows(sample_cda, "cc_claim"))
+    peek = peek_loaded_watermark(Location.parse(f"{root}/raw/cc_claim"))
+    assert peek is not None and peek.loaded_watermark == delta.transaction_version(APP_ID) == result.watermark_after
+
+
+def test_a_stale_shallow_writer_never_commits_a_batch_twice(sample_cda: Path, tmp_path: Path):
+    entry = read_manifest(str(sample_cda / "manifest.json")).entries["cc_contact"]
+    location = Location.parse(str(tmp_path / "raw" / "cc_contact"))
+    second_batch = plan_table(entry, None).batches[1]
+    sync_table(entry, location, clone_mode="shallow")
+    stale = open_table(location)
+    stale.load_as_version(0)
+    table, applied, rows = _apply_batch("cc_contact", location, stale, second_batch, "shallow")
+    assert (applied, rows) == (False, 0)
+    assert table.version() == len(committed_folders(sample_cda, "cc_contact")) - 1
+    assert query_keys(DeltaTable(location.path)) == change_keys(committed_rows(sample_cda, "cc_contact"))
+
+
+def test_modes_do_not_mix_in_one_table(sample_cda: Path, tmp_path: Path):
+    entry = read_manifest(str(sample_cda / "manifest.json")).entries["cc_exposure"]
+    location = Location.parse(str(tmp_path / "raw" / "cc_exposure"))
+    assert sync_table(entry, location, clone_mode="deep").ok
+    refused = sync_table(entry, location, clone_mode="shallow")
+    assert refused.status == "failed" and "cc_exposure" in refused.error and "deep clone" in refused.error
+
+
+def test_vacuum_is_refused_on_shallow_tables_and_allowed_on_deep_ones(sample_cda: Path, tmp_path: Path):
+    manifest = read_manifest(str(sample_cda / "manifest.json"))
+    shallow = RayDeltaIOManager(delta_root=str(tmp_path / "shallow"), clone_mode="shallow")
+    deep = RayDeltaIOManager(delta_root=str(tmp_path / "deep"))
+    shallow.sync([manifest.entries["cc_claim"]])
+    deep.sync([manifest.entries["cc_claim"]])
+    before = sorted(p for p in (sample_cda / "cc_claim").rglob("*") if p.is_file())
+    with pytest.raises(ShallowTableError, match="Refusing to VACUUM"):
+        shallow.vacuum("cc_claim", retention_hours=0, dry_run=False)
+    with pytest.raises(ShallowTableError):
+        vacuum_table(Location.parse(str(tmp_path / "shallow" / "raw" / "cc_claim")))
+    assert sorted(p for p in (sample_cda / "cc_claim").rglob("*") if p.is_file()) == before
+    assert deep.vacuum("cc_claim") == []  # nothing to remove, and no refusal
+
+
+def test_readers_of_a_shallow_table(sample_cda: Path, tmp_path: Path):
+    """What the README's readers table says: QueryBuilder and raw_dataset (pyarrow, and polars on
+    top of it) read a shallow table; DeltaTable.to_pyarrow_dataset, and so Ray's read_delta and
+    polars' scan_delta, do not (they join the absolute paths onto the table root)."""
+    manifest = read_manifest(str(sample_cda / "manifest.json"))
+    sync_tables([manifest.entries["cc_claim"]], str(tmp_path / "delta"), clone_mode="shallow")
+    location = Location.parse(str(tmp_path / "delta" / "raw" / "cc_claim"))
+    expected = change_keys(committed_rows(sample_cda, "cc_claim"))
+
+    assert query_keys(DeltaTable(location.path)) == expected
+    dataset = raw_dataset(location)
+    assert change_keys(dataset.to_table(columns=["id", "gwcbi___seqval_hex"])) == expected
+    assert dataset.to_table(columns=["severity"])["severity"].null_count > 0  # first schema's rows
+    with pytest.raises(FileNotFoundError):
+        DeltaTable(location.path).to_pyarrow_dataset().to_table()
+    polars = pytest.importorskip("polars")
+    assert polars.scan_pyarrow_dataset(dataset).select(polars.len()).collect().item() == len(expected)
+    with pytest.raises(Exception):  # noqa: B017 - polars raises its own FileNotFoundError flavour
+        polars.scan_delta(location.path).select(polars.len()).collect()
+
+
+def test_shallow_on_s3_points_at_s3_uris(sample_cda: Path, tmp_path: Path, s3_bucket: str):
+    from guidewire_pipeline.sample.generator import generate
+
+    cda = f"s3://{s3_bucket}/cda"
+    generate(cda, tables=1, batches=3, rows=20, seed=3)
+    manifest = read_manifest(f"{cda}/manifest.json")
+    entry = next(e for e in manifest.entries.values() if e.manifest_watermark and e.fingerprints)
+    location = Location.parse(f"s3://{s3_bucket}/delta/raw/{entry.table}")
+    result = sync_table(entry, location, clone_mode="shallow")
+    assert result.ok and result.batches_applied == 3, result.error
+    table = open_table(location, without_files=False)
+    paths = pa.table(table.get_add_actions(flatten=True))["path"].to_pylist()
+    assert all(p.startswith(f"s3://{s3_bucket}/cda/{entry.table}/") for p in paths)
+    assert raw_dataset(location).count_rows() == result.rows_added == 60
+    peek = peek_loaded_watermark(location)
+    assert peek is not None and peek.loaded_watermark == result.watermark_after
+    with pytest.raises(ShallowTableError):
+        vacuum_table(location)
