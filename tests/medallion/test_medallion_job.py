@@ -163,6 +163,25 @@ def gold_rows(delta_root: Path, mart: str) -> list[dict[str, Any]]:
     return DeltaTable(str(delta_root / "gold" / mart)).to_pyarrow_table().to_pylist()
 
 
+def assert_bronze_lineage_and_silver_audit_columns(delta_root: Path) -> None:
+    bronze = DeltaTable(str(delta_root / "bronze" / "cc_claim")).to_pyarrow_table()
+    assert bronze.schema.field("gwcbi___payload_ts").type == pa.timestamp("us", tz="UTC")
+    assert "gwcbi___payload_ts_ms" not in bronze.column_names
+    lineage = {
+        (r["gw_raw_version"], r["gw_fingerprint"], r["gw_batch_ts"])
+        for r in bronze.select(["gw_raw_version", "gw_fingerprint", "gw_batch_ts"]).to_pylist()
+    }
+    assert lineage == {
+        (0, "100", datetime.fromtimestamp(1_700_000_001, UTC)),
+        (1, "200", datetime.fromtimestamp(1_700_000_002, UTC)),
+    }
+    assert {len(k) for k in bronze["gw_seq_key"].to_pylist()} == {32}
+    silver = DeltaTable(str(delta_root / "silver" / "cc_claim")).to_pyarrow_table()
+    closed = next(r for r in silver.to_pylist() if r["id"] == 3)
+    assert (closed["gwcbi___seqval_hex"], closed["gwcbi___operation"]) == ("0a", UPDATE)
+    assert closed["gwcbi___payload_ts"] == datetime.fromtimestamp(1_700_000_000.010, UTC)
+
+
 def test_medallion_job_bronze_silver_gold(
     delta_root: Path, medallion_settings: Settings, instance: dg.DagsterInstance
 ):
@@ -261,6 +280,7 @@ def test_medallion_job_bronze_silver_gold(
         Decimal("5.00"),
     )
     assert "severity" in DeltaTable(str(delta_root / "silver" / "cc_claim")).schema().to_arrow().names
+    assert_bronze_lineage_and_silver_audit_columns(delta_root)
 
     policies = {
         (r["product_code"], str(r["month"])): r["policies_in_force"]

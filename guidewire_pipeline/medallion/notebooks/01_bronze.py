@@ -131,6 +131,7 @@ delta_root = params["delta_root"].rstrip("/")
 
 # COMMAND ----------
 
+import time
 import traceback
 
 import pyarrow as pa
@@ -141,6 +142,7 @@ BRONZE_APP_ID = "guidewire-bronze"
 CHANGE_COLUMNS = ("id", "gwcbi___operation", "gwcbi___seqval_hex")
 SEQ_KEY_WIDTH = 32  # hex digits; Guidewire seqvals (SQL Server LSN + sequence) use 20-24
 LINEAGE_COLUMNS = ("gw_seq_key", "gw_fingerprint", "gw_batch_ts", "gw_raw_version")
+DELTA_TIMESTAMP = pa.timestamp("us", tz="UTC")  # the precision Delta stores
 CDF_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
 
 
@@ -173,10 +175,10 @@ def read_raw_increment(raw: DeltaTable, after_version: int, until_version: int) 
     )
 
 
-def batch_lineage(raw: DeltaTable) -> dict[int, tuple[str | None, int | None]]:
-    """raw version -> (gw_fingerprint, gw_watermark) from each raw commit's custom metadata."""
+def batch_lineage(raw: DeltaTable, commits: int) -> dict[int, tuple[str | None, int | None]]:
+    """raw version -> (gw_fingerprint, gw_watermark) from the custom metadata of the last ``commits`` commits."""
     lineage = {}
-    for commit in raw.history():
+    for commit in raw.history(limit=commits):  # only the new commits: the log may be long
         watermark = commit.get("gw_watermark")
         lineage[int(commit["version"])] = (
             commit.get("gw_fingerprint"),
@@ -186,14 +188,14 @@ def batch_lineage(raw: DeltaTable) -> dict[int, tuple[str | None, int | None]]:
 
 
 def epoch_ms_to_timestamps(rows: pa.Table) -> pa.Table:
-    """``gwcbi___<name>_ts_ms`` (epoch ms) -> ``gwcbi___<name>_ts`` (timestamp ms, UTC), same position."""
+    """``gwcbi___<name>_ts_ms`` (epoch ms) -> ``gwcbi___<name>_ts`` (UTC timestamp; Delta keeps microseconds), same position."""
     for index, name in enumerate(rows.column_names):
         if (
             name.startswith("gwcbi___")
             and name.endswith("_ts_ms")
             and pa.types.is_integer(rows.schema.field(name).type)
         ):
-            column = rows[name].cast(pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
+            column = rows[name].cast(pa.int64()).cast(pa.timestamp("ms", tz="UTC")).cast(DELTA_TIMESTAMP)
             rows = rows.set_column(index, name[: -len("_ms")], column)
     return rows
 
@@ -230,9 +232,8 @@ def to_bronze(
     rows = epoch_ms_to_timestamps(raw_rows)
     versions = rows["gw_raw_version"].to_pylist()
     fingerprints = pa.array([lineage.get(v, (None, None))[0] for v in versions], pa.string())
-    batch_ts = pa.array([lineage.get(v, (None, None))[1] for v in versions], pa.int64()).cast(
-        pa.timestamp("ms", tz="UTC")
-    )
+    batch_ms = pa.array([lineage.get(v, (None, None))[1] for v in versions], pa.int64())
+    batch_ts = batch_ms.cast(pa.timestamp("ms", tz="UTC")).cast(DELTA_TIMESTAMP)
     rows = rows.drop_columns(["gw_raw_version"])
     if has_changes:
         rows = rows.append_column("gw_seq_key", sequence_key(table_name, rows["gwcbi___seqval_hex"]))
@@ -284,7 +285,7 @@ def bronze_table(table_name: str) -> dict[str, Any]:
             "committed": False,
         }
     raw_rows = read_raw_increment(raw, consumed, raw_version)
-    rows, warnings = to_bronze(table_name, raw_rows, batch_lineage(raw))
+    rows, warnings = to_bronze(table_name, raw_rows, batch_lineage(raw, raw_version - consumed))
     duplicates_in_batch = raw_rows.num_rows - rows.num_rows
     commit = CommitProperties(
         custom_metadata={"gw_layer": "bronze", "gw_raw_version": str(raw_version)},
@@ -349,6 +350,7 @@ def bronze_table(table_name: str) -> dict[str, Any]:
 
 with pipes:
     for table_name in tables:
+        started = time.monotonic()
         try:
             message = bronze_table(table_name)
         except Exception as error:  # one table's problem is reported for that table; the others carry on
@@ -361,4 +363,5 @@ with pipes:
             }
         if message["status"] == "skipped":
             pipes.log.warning(f"bronze {table_name} skipped: {message['reason']}")
+        message["seconds"] = round(time.monotonic() - started, 3)
         pipes.report_custom_message(message)

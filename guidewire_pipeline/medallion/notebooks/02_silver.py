@@ -132,6 +132,7 @@ delta_root = params["delta_root"].rstrip("/")
 
 # COMMAND ----------
 
+import time
 import traceback
 
 import pyarrow as pa
@@ -305,6 +306,7 @@ def silver_row_count(silver: DeltaTable) -> int:
 
 with pipes:
     for table_name in tables:
+        started = time.monotonic()
         try:
             message = silver_table(table_name)
         except Exception as error:  # one table's problem is reported for that table; the others carry on
@@ -317,4 +319,5 @@ with pipes:
             }
         if message["status"] == "skipped":
             pipes.log.warning(f"silver {table_name} skipped: {message['reason']}")
+        message["seconds"] = round(time.monotonic() - started, 3)
         pipes.report_custom_message(message)

@@ -126,6 +126,7 @@ delta_root = params["delta_root"].rstrip("/")
 # COMMAND ----------
 
 import hashlib
+import time
 import traceback
 
 import pyarrow as pa
@@ -145,7 +146,8 @@ def gold_mart(mart: str, sql: str, inputs: list[str]) -> dict[str, Any]:
     gold_uri = f"{delta_root}/gold/{mart}"
     result: dict[str, Any] = {"table": mart, "layer": "gold", "gold_uri": gold_uri, "inputs": inputs}
     query = QueryBuilder()
-    input_versions = {}
+    input_versions: dict[str, int] = {}
+    registered: list[DeltaTable] = []
     for table_name in inputs:
         silver_uri = f"{delta_root}/silver/{table_name}"
         options = delta_storage_options(silver_uri)
@@ -157,6 +159,7 @@ def gold_mart(mart: str, sql: str, inputs: list[str]) -> dict[str, Any]:
             }
         silver = DeltaTable(silver_uri, storage_options=options)
         input_versions[table_name] = silver.version()
+        registered.append(silver)
         query.register(table_name, silver)
     # What this mart was computed from: the same inputs and SQL give the same mart, so nothing to commit.
     state = json.dumps(
@@ -185,14 +188,7 @@ def gold_mart(mart: str, sql: str, inputs: list[str]) -> dict[str, Any]:
         storage_options=gold_options,
         commit_properties=CommitProperties(custom_metadata={"gw_layer": "gold", "gw_gold_state": state}),
     )
-    rows_in = sum(
-        DeltaTable(
-            f"{delta_root}/silver/{t}", storage_options=delta_storage_options(f"{delta_root}/silver/{t}")
-        )
-        .to_pyarrow_dataset()
-        .count_rows()
-        for t in inputs
-    )
+    rows_in = sum(table.to_pyarrow_dataset().count_rows() for table in registered)
     gold = DeltaTable(gold_uri, storage_options=gold_options)
     return {
         **result,
@@ -213,6 +209,7 @@ def gold_mart(mart: str, sql: str, inputs: list[str]) -> dict[str, Any]:
 
 with pipes:
     for mart_name, mart in marts.items():
+        started = time.monotonic()
         try:
             message = gold_mart(mart_name, mart["sql"], list(mart["inputs"]))
         except Exception as error:  # one mart's problem is reported for that mart; the others carry on
@@ -225,4 +222,5 @@ with pipes:
             }
         if message["status"] == "skipped":
             pipes.log.warning(f"gold {mart_name} skipped: {message['reason']}")
+        message["seconds"] = round(time.monotonic() - started, 3)
         pipes.report_custom_message(message)
