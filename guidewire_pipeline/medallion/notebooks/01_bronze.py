@@ -136,6 +136,8 @@ import traceback
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 BRONZE_APP_ID = "guidewire-bronze"
@@ -151,18 +153,24 @@ def arrow_schema(table: DeltaTable) -> pa.Schema:
 
 
 def read_raw_increment(raw: DeltaTable, after_version: int, until_version: int) -> pa.Table:
-    """Rows the raw commits (after_version, until_version] appended, with ``_commit_version``.
-
-    Raw is append-only with the change data feed on; other change types mean someone rewrote raw."""
-    feed = pa.table(raw.load_cdf(starting_version=after_version + 1, ending_version=until_version).read_all())
-    change_types = set(pc.unique(feed["_change_type"]).to_pylist()) if feed.num_rows else set()
-    if change_types - {"insert"}:
-        raise ValueError(
-            f"raw table {raw.table_uri} has {sorted(change_types)} changes after version {after_version}: "
-            "raw must be append-only; rebuild bronze from raw (delete the bronze table) after fixing raw"
-        )
-    # The feed returns view types and drops nothing else: cast back to raw's own column types.
+    """Rows the raw commits (after_version, until_version] appended, in raw's column types, plus
+    ``gw_raw_version``. Deep raw tables: the change data feed. Shallow ones (add actions pointing at
+    the CDA files in place, absolute paths): the files each commit added, since delta-rs' feed joins
+    those paths onto the table root and cannot read them."""
     target = arrow_schema(raw)
+    if has_absolute_paths(raw):
+        feed = read_added_files(raw, after_version, until_version, target)
+    else:
+        feed = pa.table(
+            raw.load_cdf(starting_version=after_version + 1, ending_version=until_version).read_all()
+        )
+        change_types = set(pc.unique(feed["_change_type"]).to_pylist()) if feed.num_rows else set()
+        if change_types - {"insert"}:
+            raise ValueError(
+                f"raw table {raw.table_uri} has {sorted(change_types)} changes after version {after_version}: "
+                "raw must be append-only; rebuild bronze from raw (delete the bronze table) after fixing raw"
+            )
+    # The feed returns view types: cast back to raw's own column types (missing columns read as null).
     columns = [
         feed[field.name].cast(field.type)
         if field.name in feed.column_names
@@ -173,6 +181,66 @@ def read_raw_increment(raw: DeltaTable, after_version: int, until_version: int) 
     return pa.Table.from_arrays(
         columns + [versions], schema=target.append(pa.field("gw_raw_version", pa.int64()))
     )
+
+
+def _is_absolute(path: str) -> bool:
+    return "://" in path or path.startswith("/")
+
+
+def add_paths(table: DeltaTable) -> list[str]:
+    return [str(p) for p in pa.table(table.get_add_actions(flatten=True))["path"].to_pylist()]
+
+
+def has_absolute_paths(raw: DeltaTable) -> bool:
+    return any(_is_absolute(p) for p in add_paths(raw))
+
+
+def read_added_files(raw: DeltaTable, after_version: int, until_version: int, schema: pa.Schema) -> pa.Table:
+    """The rows of the files each version in (after_version, until_version] added (append-only raw)."""
+    from urllib.parse import unquote
+
+    root = raw.table_uri.rstrip("/")
+    options = delta_storage_options(root)
+
+    def files_at(version: int) -> set[str]:
+        if version < 0:
+            return set()
+        return set(add_paths(DeltaTable(root, version=version, storage_options=options)))
+
+    parts = []
+    seen = files_at(after_version)
+    for version in range(after_version + 1, until_version + 1):
+        current = files_at(version)
+        added = sorted(current - seen)
+        seen = current
+        if not added:
+            continue
+        uris = [unquote(p) if _is_absolute(p) else f"{root}/{unquote(p)}" for p in added]
+        filesystem, _ = arrow_filesystem(uris[0])
+        paths = [arrow_filesystem(uri)[1] for uri in uris]
+        rows = pads.dataset(paths, schema=schema, format="parquet", filesystem=filesystem).to_table()
+        parts.append(rows.append_column("_commit_version", pa.array([version] * rows.num_rows, pa.int64())))
+    if not parts:
+        return schema.empty_table().append_column("_commit_version", pa.array([], pa.int64()))
+    return pa.concat_tables(parts)
+
+
+def arrow_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and path for a local path, file:// or s3:// URI (AWS_* variables for S3)."""
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    if not uri.startswith(("s3://", "s3a://")):
+        return pafs.LocalFileSystem(), uri
+    options = delta_storage_options(uri)
+    kwargs: dict[str, Any] = {"region": options["AWS_REGION"]}
+    endpoint = options.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        kwargs.update(endpoint_override=host.rstrip("/"), scheme=scheme)
+    if options.get("AWS_ACCESS_KEY_ID") and options.get("AWS_SECRET_ACCESS_KEY"):
+        kwargs.update(access_key=options["AWS_ACCESS_KEY_ID"], secret_key=options["AWS_SECRET_ACCESS_KEY"])
+        kwargs["session_token"] = options.get("AWS_SESSION_TOKEN")
+    return pafs.S3FileSystem(**kwargs), uri.split("://", 1)[1]
 
 
 def batch_lineage(raw: DeltaTable, commits: int) -> dict[int, tuple[str | None, int | None]]:
