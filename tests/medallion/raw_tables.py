@@ -10,6 +10,8 @@ from typing import Any
 import pyarrow as pa
 from deltalake import CommitProperties, Transaction, write_deltalake
 
+from guidewire_pipeline.cda.storage import Location
+
 CDC_FIELDS = [
     pa.field("gwcbi___seqval_hex", pa.string()),
     pa.field("gwcbi___operation", pa.int32()),
@@ -24,14 +26,17 @@ INSERT, DELETE, UPDATE, INSERT_2 = 0, 1, 4, 2
 
 
 def append_raw_batch(
-    delta_root: Path, table: str, rows: pa.Table, watermark: int, fingerprint: str = "100"
+    delta_root: Path | str, table: str, rows: pa.Table, watermark: int, fingerprint: str = "100"
 ) -> None:
-    """Append one CDA batch to ``<delta_root>/raw/<table>`` as one commit (new nullable columns merge in)."""
+    """Append one CDA batch to ``<delta_root>/raw/<table>`` as one commit (new nullable columns merge in).
+    ``delta_root`` may be an s3:// URI (AWS_* variables)."""
+    uri = f"{str(delta_root).rstrip('/')}/raw/{table}"
     write_deltalake(
-        str(delta_root / "raw" / table),
+        uri,
         rows,
         mode="append",
         schema_mode="merge",
+        storage_options=Location.parse(uri).delta_storage_options(),
         configuration={"delta.enableChangeDataFeed": "true"},
         commit_properties=CommitProperties(
             custom_metadata={"gw_watermark": str(watermark), "gw_fingerprint": fingerprint},
