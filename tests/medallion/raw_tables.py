@@ -68,9 +68,11 @@ def reference_current_state(
     all_raw_rows: list[dict[str, Any]], value_columns: list[str]
 ) -> dict[int, dict[str, Any]]:
     """Independent plain-Python MERGED output: per id the change with the largest hex sequence (as a
-    number; on a tie the later batch), present unless that change is a delete."""
+    number; on a tie the later batch) among operations 0, 1, 2 and 4, present unless it is a delete."""
     latest: dict[int, tuple[int, int, dict[str, Any]]] = {}
     for order, row in enumerate(all_raw_rows):
+        if row["gwcbi___operation"] not in (INSERT, INSERT_2, UPDATE, DELETE):
+            continue  # not a change Guidewire's MERGED output applies (e.g. 3, a before-image)
         rank = (int(row["gwcbi___seqval_hex"], 16), order)
         if row["id"] not in latest or rank > latest[row["id"]][:2]:
             latest[row["id"]] = (*rank, row)

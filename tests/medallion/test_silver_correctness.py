@@ -103,6 +103,12 @@ CASES: dict[str, list[list[dict[str, Any]]]] = {
         [c(1, "01", INSERT, "one"), c(2, "02", INSERT, "two")],
     ],
 }
+# An operation code silver must not apply (3: a before-image): its higher sequence must not win.
+CASES["t_unknown_operation"] = [
+    [c(1, "01", INSERT, "a")],
+    [c(1, "05", 3, "before-image"), c(1, "04", UPDATE, "b")],
+    [],
+]
 RANDOM = random_stream(seed=7, ids=40, changes=400)
 CASES["t_random"] = [RANDOM[:150], RANDOM[250:], RANDOM[150:250]]  # batches out of order
 for table in CASES.values():

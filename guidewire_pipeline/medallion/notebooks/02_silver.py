@@ -3,7 +3,8 @@
 # MAGIC # 02 Silver: the current state of every Guidewire record (Guidewire's MERGED output)
 # MAGIC For each table in `tables`, applies the bronze change rows that silver has not seen yet to
 # MAGIC `<delta_root>/silver/<table>`, one row per `id`:
-# MAGIC - per id only the latest change by `gw_seq_key` counts; operation 0 and 2 insert, 4 updates, 1 deletes;
+# MAGIC - per id only the latest change by `gw_seq_key` counts; operation 0 and 2 insert, 4 updates, 1 deletes
+# MAGIC   (rows with any other code are ignored and counted, with a warning);
 # MAGIC - `DeltaTable.merge`, guarded by `s.gw_seq_key > t.gw_seq_key`: an older change never overwrites newer state;
 # MAGIC - an id deleted in an earlier run stays deleted when an older insert or update arrives late
 # MAGIC   (the delete is looked up in bronze, which keeps every change);
@@ -144,6 +145,7 @@ BRONZE_APP_ID = "guidewire-bronze"
 SILVER_APP_ID = "guidewire-silver"
 REQUIRED_COLUMNS = ("id", "gwcbi___operation", "gwcbi___seqval_hex", "gw_seq_key", "gw_raw_version")
 DELETE = 1
+KNOWN_OPERATIONS = (0, 1, 2, 4)  # 3 would be a SQL Server CDC before-image: never state to apply
 
 
 def latest_change_per_id(changes: pa.Table) -> pa.Table:
@@ -234,7 +236,18 @@ def silver_table(table_name: str) -> dict[str, Any]:
         raise ValueError(
             f"{table_name}: {without_id} bronze change rows have a null id; fix the source rows, silver cannot key them"
         )
-    winners = latest_change_per_id(changes)
+    known = pc.is_in(
+        changes["gwcbi___operation"],
+        value_set=pa.array(KNOWN_OPERATIONS, changes.schema.field("gwcbi___operation").type),
+    )
+    unknown_operations = changes.num_rows - (pc.sum(known.cast(pa.int64())).as_py() or 0)
+    if unknown_operations:
+        codes = pc.unique(pc.filter(changes["gwcbi___operation"], pc.invert(known))).to_pylist()
+        pipes.log.warning(
+            f"silver {table_name}: ignored {unknown_operations} change rows with operation codes {codes} "
+            f"(only {list(KNOWN_OPERATIONS)} are insert, delete, insert, update)"
+        )
+    winners = latest_change_per_id(changes.filter(known))
     winners, stale_after_delete = drop_if_deleted_earlier(bronze, winners, applied)
     commit = CommitProperties(
         custom_metadata={
@@ -281,6 +294,7 @@ def silver_table(table_name: str) -> dict[str, Any]:
         "rows_in": changes.num_rows,
         "ids_changed": winners.num_rows + stale_after_delete,
         "stale_after_delete": stale_after_delete,
+        "unknown_operations_ignored": unknown_operations,
         **counts,
         "rows_out": sum(counts.values()),
         "silver_rows": silver_row_count(silver),
