@@ -16,7 +16,7 @@ with its reason so the UI shows why the partition holds nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,52 +66,50 @@ class LayerReport:
 
 
 def run_bronze(
-    context: AnyContext, runner: NotebookRunner, settings: Settings, tables: Sequence[str]
+    context: AnyContext,
+    runner: NotebookRunner,
+    settings: Settings,
+    tables: Sequence[str],
+    *,
+    raise_on_failure: bool = True,
 ) -> LayerReport:
-    """Run 01_bronze.py once for ``tables``; record each as a ``cda_bronze`` partition. Raises ``Failure`` after recording if any failed."""
+    """Run 01_bronze.py once for ``tables``; record each as a ``cda_bronze`` partition.
+
+    Raises ``Failure`` naming the failed tables after recording the others, unless
+    ``raise_on_failure`` is False (then the report carries them; for ops that go on, not for the
+    asset itself, whose step would then also mark the failed partitions materialized)."""
     report = _run_tables(context, runner, settings, "bronze", BRONZE_NOTEBOOK, tables)
-    _record(context, report, lambda table: (BRONZE_ASSET_KEY, table))
+    _record(context, report, lambda table: (BRONZE_ASSET_KEY, table), raise_on_failure)
     return report
 
 
 def run_silver(
-    context: AnyContext, runner: NotebookRunner, settings: Settings, tables: Sequence[str]
+    context: AnyContext,
+    runner: NotebookRunner,
+    settings: Settings,
+    tables: Sequence[str],
+    *,
+    raise_on_failure: bool = True,
 ) -> LayerReport:
-    """Run 02_silver.py once for ``tables``; record each as a ``cda_silver`` partition. Raises ``Failure`` after recording if any failed."""
+    """Run 02_silver.py once for ``tables``; record each as a ``cda_silver`` partition.
+
+    Raises ``Failure`` naming the failed tables after recording the others, unless
+    ``raise_on_failure`` is False (then the report carries them; for ops, as with ``run_bronze``)."""
     report = _run_tables(context, runner, settings, "silver", SILVER_NOTEBOOK, tables)
-    _record(context, report, lambda table: (SILVER_ASSET_KEY, table))
+    _record(context, report, lambda table: (SILVER_ASSET_KEY, table), raise_on_failure)
     return report
 
 
 def run_bronze_silver(
     context: AnyContext, runner: NotebookRunner, settings: Settings, tables: Sequence[str]
 ) -> tuple[LayerReport, LayerReport]:
-    """For an op: bronze for ``tables``, then silver for those whose bronze did not fail (two notebook runs).
-
-    Every result is recorded as an ``AssetMaterialization`` of its partition; then ``Failure`` names the
-    tables that failed in either layer, if any."""
-    bronze = run_bronze_unraised(context, runner, settings, tables)
-    silver = run_silver_unraised(context, runner, settings, bronze.succeeded)
+    """For an op: bronze for ``tables``, then silver for those whose bronze did not fail (two notebook
+    runs in all). Every result is recorded as an ``AssetMaterialization`` of its partition; then
+    ``Failure`` names the tables that failed in either layer, if any."""
+    bronze = run_bronze(context, runner, settings, tables, raise_on_failure=False)
+    silver = run_silver(context, runner, settings, bronze.succeeded, raise_on_failure=False)
     _raise_if_failed([bronze, silver])
     return bronze, silver
-
-
-def run_bronze_unraised(
-    context: AnyContext, runner: NotebookRunner, settings: Settings, tables: Sequence[str]
-) -> LayerReport:
-    """As ``run_bronze`` but returns failures in the report instead of raising (for callers that go on)."""
-    report = _run_tables(context, runner, settings, "bronze", BRONZE_NOTEBOOK, tables)
-    _record(context, report, lambda table: (BRONZE_ASSET_KEY, table), raise_on_failure=False)
-    return report
-
-
-def run_silver_unraised(
-    context: AnyContext, runner: NotebookRunner, settings: Settings, tables: Sequence[str]
-) -> LayerReport:
-    """As ``run_silver`` but returns failures in the report instead of raising (for callers that go on)."""
-    report = _run_tables(context, runner, settings, "silver", SILVER_NOTEBOOK, tables)
-    _record(context, report, lambda table: (SILVER_ASSET_KEY, table), raise_on_failure=False)
-    return report
 
 
 def run_gold(
@@ -192,9 +190,10 @@ def _collect(
 
 
 def _metadata(message: dict[str, Any], run_metadata: dict[str, Any]) -> dict[str, Any]:
-    """Pipes message -> Dagster metadata: figures as numbers, lists as text, no None values."""
+    """The run's metadata (runner, notebook, Databricks run id/URL) plus the table's Pipes message, as
+    Dagster metadata: figures as numbers, lists of text as lines, no None values."""
     metadata: dict[str, Any] = {}
-    for key, value in {**{f"notebook_{k}": v for k, v in run_metadata.items()}, **message}.items():
+    for key, value in {**run_metadata, **message}.items():
         if value is None or key == "table":
             continue
         if isinstance(value, bool | int | float | str | dg.MetadataValue):
@@ -213,7 +212,13 @@ def _owns(context: AnyContext, asset_key: dg.AssetKey) -> bool:
     return asset_key in context.selected_asset_keys
 
 
-def _record(context: AnyContext, report: LayerReport, key_of: Any, raise_on_failure: bool = True) -> None:
+def _record(
+    context: AnyContext,
+    report: LayerReport,
+    key_of: Callable[[str], tuple[dg.AssetKey, str | None]],
+    raise_on_failure: bool = True,
+) -> None:
+    """Record every non-failed result on its asset (partition); then raise for the failed ones."""
     any_failed = bool(report.failed)
     for result in report.results:
         if result.status == "failed":

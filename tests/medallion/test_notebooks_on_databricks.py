@@ -67,7 +67,7 @@ def test_bronze_and_silver_notebooks_run_as_databricks_jobs(
         }
     assert silver["t_one"]["silver_rows"].value == 1
     assert silver["t_two"]["status"].value == "skipped"
-    assert "notebook_databricks_run_id" in silver["t_one"]
+    assert "databricks_run_id" in silver["t_one"]
     rows = DeltaTable(str(delta_root / "silver" / "t_one")).to_pyarrow_table().to_pylist()
     assert [(r["id"], r["name"]) for r in rows] == [(1, "b")]
     assert len(ws.jobs.runs) == 2  # one Databricks run per layer, not per table
