@@ -142,10 +142,9 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 BRONZE_APP_ID = "guidewire-bronze"
 CHANGE_COLUMNS = ("id", "gwcbi___operation", "gwcbi___seqval_hex")
-SEQ_KEY_WIDTH = 32  # hex digits; Guidewire seqvals (SQL Server LSN + sequence) use 20-24
+SEQ_KEY_WIDTH = 32  # hex digits: room above SQL Server's binary(10) seqval (20 digits)
 LINEAGE_COLUMNS = ("gw_seq_key", "gw_fingerprint", "gw_batch_ts", "gw_raw_version")
 DELTA_TIMESTAMP = pa.timestamp("us", tz="UTC")  # the precision Delta stores
-CDF_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
 
 
 def arrow_schema(table: DeltaTable) -> pa.Schema:
