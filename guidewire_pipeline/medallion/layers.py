@@ -100,6 +100,20 @@ def run_silver(
     return report
 
 
+def run_bronze_unraised(
+    context: AnyContext, runner: NotebookRunner, settings: Settings, tables: Sequence[str]
+) -> LayerReport:
+    """``run_bronze(..., raise_on_failure=False)``: failures stay in the report (for ops that go on)."""
+    return run_bronze(context, runner, settings, tables, raise_on_failure=False)
+
+
+def run_silver_unraised(
+    context: AnyContext, runner: NotebookRunner, settings: Settings, tables: Sequence[str]
+) -> LayerReport:
+    """``run_silver(..., raise_on_failure=False)``: failures stay in the report (for ops that go on)."""
+    return run_silver(context, runner, settings, tables, raise_on_failure=False)
+
+
 def run_bronze_silver(
     context: AnyContext, runner: NotebookRunner, settings: Settings, tables: Sequence[str]
 ) -> tuple[LayerReport, LayerReport]:
