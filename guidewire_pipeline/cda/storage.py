@@ -162,6 +162,17 @@ class Location:
         return info.type != pafs.FileType.NotFound
 
     def read_bytes(self) -> bytes:
+        """The whole file. On S3 one GET (pyarrow's stream would HEAD first)."""
+        if self.is_s3:
+            client = _s3_client(S3Settings.from_env())
+            try:
+                return client.get_object(Bucket=self.bucket, Key=self.key)["Body"].read()
+            except client.exceptions.NoSuchKey as exc:
+                raise StorageError(f"{self.uri} does not exist.") from exc
+            except client.exceptions.NoSuchBucket as exc:
+                raise StorageError(f"Bucket {self.bucket!r} of {self.uri} does not exist.") from exc
+            except Exception as exc:  # botocore's ClientError and connection errors
+                raise StorageError(f"Could not read {self.uri}: {exc}") from exc
         try:
             with self.filesystem().open_input_stream(self.fs_path) as stream:
                 return stream.read()

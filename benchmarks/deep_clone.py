@@ -1,0 +1,90 @@
+"""1. Deep clone against the floor, on local disk.
+
+Data: 50 tables x 20 batches x 2 files (about 1 GB of parquet; ``--quick``: about 100 MB).
+Timed: the engine of cda_sync_job (``sync_tables``, deep), in a fresh process as a run would be,
+from the manifest read to the last commit; Ray's start-up is shown apart.
+Floor: the same committed parquet files read with pyarrow and written once as parquet, tables on as
+many threads as the machine has cores, no Delta, no Dagster. Goal: clone / floor <= 1.3.
+A shallow run on the same data is shown too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from benchmarks.common import dir_bytes, engine_run, log, print_table, save_results, temp_dir
+
+
+def floor_copy(manifest_path: Path, out: Path) -> dict[str, Any]:
+    """Read every committed parquet file with pyarrow and write each table once as parquet."""
+    from guidewire_pipeline.cda.load_plan import plan_table
+    from guidewire_pipeline.cda.manifest import read_manifest
+
+    started = time.perf_counter()
+    manifest = read_manifest(str(manifest_path))
+
+    def copy(table: str) -> int:
+        plan = plan_table(manifest.entries[table], None)
+        files = [f.location.fs_path for b in plan.batches for f in b.files]
+        if not files:
+            return 0
+        dataset = ds.dataset(files, format="parquet")
+        schema = dataset.schema
+        rows = 0
+        with pq.ParquetWriter(str(out / f"{table}.parquet"), schema) as writer:
+            for batch in dataset.to_batches(batch_size=64 * 1024):
+                writer.write_batch(batch)
+                rows += batch.num_rows
+        return rows
+
+    out.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        rows = sum(pool.map(copy, sorted(manifest.entries)))
+    return {"s": time.perf_counter() - started, "rows": rows}
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    from guidewire_pipeline.sample.generator import generate
+
+    tables, batches = 50, 20
+    rows = 1_200 if quick else 12_000
+    with temp_dir("deep") as tmp:
+        log(f"generating {tables} tables x {batches} batches x {rows} rows")
+        started = time.perf_counter()
+        generate(str(tmp / "cda"), tables=tables, batches=batches, rows=rows, seed=9, files_per_batch=2)
+        log(f"generated {dir_bytes(tmp / 'cda') / 1e9:.2f} GB in {time.perf_counter() - started:.0f} s")
+        manifest = tmp / "cda" / "manifest.json"
+        floor = floor_copy(manifest, tmp / "floor")
+        log(f"floor {floor['s']:.1f} s")
+        deep = engine_run(str(manifest), str(tmp / "delta-deep"), "deep", num_cpus=os.cpu_count())
+        log(f"deep {deep['run_s']:.1f} s")
+        shallow = engine_run(str(manifest), str(tmp / "delta-shallow"), "shallow")
+        gb = dir_bytes(tmp / "cda") / 1e9
+        figures = [
+            {"run": "floor: pyarrow read + write parquet", "s": floor["s"], "x_floor": 1.0, "rows": floor["rows"]},
+            {"run": "deep clone (engine, Ray)", "s": deep["run_s"], "x_floor": deep["run_s"] / floor["s"],
+             "ray_start_s": deep["ray_start_s"],
+             "x_floor_without_ray_start": (deep["run_s"] - deep["ray_start_s"]) / floor["s"],
+             "rows": deep["rows_added"], "process_s": deep["wall_s"]},
+            {"run": "shallow clone (engine, driver)", "s": shallow["run_s"], "x_floor": shallow["run_s"] / floor["s"],
+             "ray_start_s": shallow["ray_start_s"], "rows": shallow["rows_added"], "process_s": shallow["wall_s"]},
+        ]
+        print_table(f"Deep clone vs floor, local disk: {tables} tables x {batches} batches, {gb:.2f} GB parquet",
+                    figures, ["run", "s", "x_floor", "ray_start_s", "x_floor_without_ray_start", "process_s", "rows"])
+        payload = {"tables": tables, "batches": batches, "rows_per_batch": rows, "parquet_gb": gb, "figures": figures}
+        save_results("deep_clone", payload)
+        return payload
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    run(quick=parser.parse_args().quick)

@@ -1,0 +1,123 @@
+"""Shallow (zero-copy) against deep, on S3 (moto behind the counting proxy), data shaped like the
+issue's comparison: 40 tables x 20 batches x 2 files (about 1,600 parquet files, about 390,000 rows).
+
+Floor: list every object under the CDA prefix and read every committed parquet footer (16 threads),
+the least any shallow cloner must do. Each engine run is a fresh process (as a scheduled run is),
+timed from the manifest read to the last commit; Ray's start-up, when it happens, is shown apart.
+Goals: full shallow run <= 1.2x the floor; a run with nothing new <= 0.5x the other tool's no-op
+(13-18 s, so <= 6.5 s), reading the manifest once plus one small log read per table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    S3TestServer,
+    dir_bytes,
+    engine_run,
+    log,
+    print_table,
+    rewrite_manifest_paths,
+    save_results,
+    temp_dir,
+)
+
+OTHER_TOOL_NOOP_S = (13.0, 18.0)
+OTHER_TOOL_FULL_S = (27.0, 41.0)
+
+
+def list_and_footer_floor(bucket: str, prefix: str) -> dict[str, Any]:
+    """List every object, then read the footer of every committed parquet file."""
+    import boto3
+
+    from guidewire_pipeline.cda.delta_writer import read_parquet_footer
+    from guidewire_pipeline.cda.manifest import read_manifest
+    from guidewire_pipeline.cda.storage import Location
+
+    started = time.perf_counter()
+    client = boto3.client("s3")
+    manifest = read_manifest(f"s3://{bucket}/{prefix}/manifest.json")
+    objects = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+        objects.extend(page.get("Contents", []))
+    committed = []
+    for obj in objects:
+        parts = obj["Key"].split("/")
+        if len(parts) == 5 and parts[-1].endswith(".parquet") and obj["Size"] > 0:
+            entry = manifest.entries.get(parts[1])
+            if entry and int(parts[3]) <= entry.manifest_watermark:
+                committed.append((f"s3://{bucket}/{obj['Key']}", obj["Size"]))
+    with ThreadPoolExecutor(16) as pool:
+        rows = sum(pool.map(lambda f: read_parquet_footer(Location.parse(f[0]), f[1])[1].num_rows, committed))
+    return {"s": time.perf_counter() - started, "objects": len(objects), "files": len(committed), "rows": rows}
+
+
+def run(quick: bool = False, tables: int | None = None, profile_dir: str | None = None) -> dict[str, Any]:
+    from guidewire_pipeline.sample.generator import generate
+
+    tables = tables or (10 if quick else 40)
+    batches, rows = (10, 490) if quick else (20, 490)
+    with temp_dir("shallow") as tmp, S3TestServer() as s3:
+        local = tmp / "cda"
+        log(f"generating {tables} tables x {batches} batches x 2 files")
+        generate(str(local), tables=tables, batches=batches, rows=rows, seed=5, files_per_batch=2)
+        bucket = s3.bucket()
+        cda_uri = f"s3://{bucket}/cda"
+        s3.upload_tree(local, cda_uri)
+        import boto3
+
+        boto3.client("s3", endpoint_url=s3.direct_endpoint).put_object(
+            Bucket=bucket, Key="cda/manifest.json",
+            Body=rewrite_manifest_paths(local / "manifest.json", str(local), cda_uri))
+        manifest = f"{cda_uri}/manifest.json"
+        parquet_mb = dir_bytes(local) / 1e6
+
+        figures: list[dict[str, Any]] = []
+
+        def record(name: str, seconds: float, floor: float | None, extra: dict[str, Any]) -> None:
+            counts = s3.counts()
+            figures.append({"run": name, "s": seconds, "x_floor": seconds / floor if floor else None,
+                            "LIST": counts.get("LIST", 0), "GET": counts.get("GET", 0),
+                            "HEAD": counts.get("HEAD", 0), "PUT": counts.get("PUT", 0), **extra})
+
+        s3.reset()
+        floor = list_and_footer_floor(bucket, "cda")
+        record("floor: list + footers", floor["s"], floor["s"], {"files": floor["files"], "rows": floor["rows"]})
+        for mode in ("shallow", "deep"):
+            root = f"s3://{bucket}/delta-{mode}"
+            for label in ("full", "no-op"):
+                s3.reset()
+                profile = str(Path(profile_dir) / f"shallow-{mode}-{label}.html") if profile_dir else None
+                result = engine_run(manifest, root, mode, profile=profile)
+                record(f"{mode} {label}", result["run_s"], floor["s"], {
+                    "ray_start_s": result["ray_start_s"], "process_s": result["wall_s"],
+                    "rows": result["rows_added"], "statuses": result["statuses"]})
+                if result["errors"]:
+                    log(f"errors: {result['errors']}")
+        columns = ["run", "s", "x_floor", "ray_start_s", "process_s", "LIST", "GET", "HEAD", "PUT", "rows",
+                   "files", "statuses"]
+        print_table(f"Shallow vs deep on S3 (moto): {tables} tables, {floor['files']} parquet files, "
+                    f"{floor['rows']} rows, {parquet_mb:.0f} MB", figures, columns)
+        noop = next(f for f in figures if f["run"] == "shallow no-op")
+        print(f"  shallow no-op: {noop['s']:.2f} s in the run ({noop['process_s']:.2f} s with process start) "
+              f"vs the other tool's {OTHER_TOOL_NOOP_S[0]:.0f}-{OTHER_TOOL_NOOP_S[1]:.0f} s "
+              f"(goal <= {0.5 * OTHER_TOOL_NOOP_S[0]:.1f} s); {noop['GET']} GETs, {noop['LIST']} LISTs "
+              f"for {tables + 1} manifest tables")
+        payload = {"tables": tables, "files": floor["files"], "rows": floor["rows"], "parquet_mb": parquet_mb,
+                   "figures": figures}
+        save_results("shallow", payload)
+        return payload
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--tables", type=int, default=None)
+    parser.add_argument("--profile-dir", default=None)
+    args = parser.parse_args()
+    run(quick=args.quick, tables=args.tables, profile_dir=args.profile_dir)
