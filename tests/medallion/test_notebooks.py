@@ -52,3 +52,30 @@ def test_marts_declare_their_inputs(tmp_path):
     (tmp_path / "no_inputs.sql").write_text("SELECT 1")
     with pytest.raises(MartDefinitionError, match="no_inputs.sql.*inputs"):
         load_mart(tmp_path / "no_inputs.sql")
+
+
+def test_a_notebook_runs_by_hand_with_name_value_arguments(delta_root):
+    """Without Dagster or Databricks: parameters as arguments, one JSON line per table on stdout."""
+    import json
+    import subprocess
+
+    import pyarrow as pa
+
+    from tests.medallion.raw_tables import INSERT, append_raw_batch, change_rows
+
+    rows = change_rows([{"id": 1, "seq": "01", "op": INSERT, "name": "a"}], [pa.field("name", pa.string())])
+    append_raw_batch(delta_root, "t_hand", rows, 1_700_000_000_000)
+    notebook = str(NOTEBOOKS_DIR / "01_bronze.py")
+    done = subprocess.run(
+        [sys.executable, notebook, 'tables=["t_hand", "t_absent"]', f"delta_root={delta_root}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    results = {r["table"]: r for r in map(json.loads, done.stdout.strip().splitlines())}
+    assert (results["t_hand"]["status"], results["t_hand"]["rows_out"]) == ("ok", 1)
+    assert results["t_absent"]["status"] == "skipped"
+
+    missing = subprocess.run([sys.executable, notebook], capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "['tables', 'delta_root'] are missing" in missing.stderr

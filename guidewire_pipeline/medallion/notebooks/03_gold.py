@@ -15,21 +15,25 @@
 # MAGIC The same cell opens every notebook. On Databricks the parameters are job widgets and Pipes talks
 # MAGIC through DBFS; on a laptop Dagster starts this file as a subprocess and passes them as Pipes extras.
 # MAGIC The cells below only see `pipes` (log and report) and `params` (a dict of strings).
+# MAGIC Run by hand (no Dagster), parameters are widgets on Databricks or `name=value` arguments locally,
+# MAGIC and each table's result is printed as a JSON line.
 # MAGIC Pipes files are DBFS paths (read under `/dbfs`) or Unity Catalog volume paths (`/Volumes/...`);
 # MAGIC `GW_DBFS_MOUNT` / `GW_VOLUMES_MOUNT` move those mount points (the fake workspace in tests sets them).
 
 # COMMAND ----------
 
 import json
+import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from dagster_pipes import (
+    DAGSTER_PIPES_CONTEXT_ENV_VAR,
     DagsterPipesError,
     PipesBufferedFilesystemMessageWriterChannel,
-    PipesContext,
     PipesContextLoader,
     PipesDatabricksNotebookWidgetsParamsLoader,
     PipesDbfsMessageWriter,
@@ -71,27 +75,62 @@ class _MountedMessageWriter(PipesDbfsMessageWriter):
             return {}
 
 
-def open_notebook_pipes(names: list[str]) -> tuple[PipesContext, dict[str, str]]:
-    """Open Pipes and return it with the parameters ``names`` as strings (widgets or Pipes extras)."""
+class _StandalonePipes:
+    """Stands in for Pipes when no orchestrator started the notebook (run by hand): logs go to
+    stderr and each table's result is printed as one JSON line."""
+
+    log = logging.getLogger("guidewire_notebook")
+
+    def report_custom_message(self, payload: Any) -> None:
+        print(json.dumps(payload, default=str), flush=True)
+
+    def __enter__(self) -> "_StandalonePipes":
+        logging.basicConfig(level=logging.INFO)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        return None
+
+
+def _widget(widgets: Any, name: str) -> str | None:
+    try:
+        return widgets.get(name)
+    except Exception:  # Databricks raises InputWidgetNotDefined for a widget nobody passed or declared
+        return None
+
+
+def open_notebook_pipes(names: list[str]) -> tuple[Any, dict[str, str]]:
+    """Pipes (or a stand-in) and the parameters ``names`` as strings.
+
+    Databricks: widgets (declared here, so a run by hand shows them). Dagster on a laptop: Pipes extras.
+    By hand on a laptop: ``python <notebook>.py name=value ...``. A missing parameter raises ValueError."""
     widgets = getattr(globals().get("dbutils"), "widgets", None)
     if widgets is not None:
-        pipes = open_dagster_pipes(
-            params_loader=PipesDatabricksNotebookWidgetsParamsLoader(widgets),
-            context_loader=_MountedContextLoader(),
-            message_writer=_MountedMessageWriter(interval=2),
-        )
-        values = {name: widgets.get(name) for name in names}
-    else:
-        if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
-            raise RuntimeError(
-                "No Dagster Pipes context and no Databricks widgets: run this notebook through Dagster "
-                "(the notebook_runner resource) or as a Databricks job with widgets " + ", ".join(names) + "."
+        for name in names:
+            if _widget(widgets, name) is None:
+                widgets.text(name, "")
+        if _widget(widgets, DAGSTER_PIPES_CONTEXT_ENV_VAR) is None:  # the widget name Pipes uses
+            pipes: Any = _StandalonePipes()
+        else:
+            pipes = open_dagster_pipes(
+                params_loader=PipesDatabricksNotebookWidgetsParamsLoader(widgets),
+                context_loader=_MountedContextLoader(),
+                message_writer=_MountedMessageWriter(interval=2),
             )
+        values = {name: _widget(widgets, name) for name in names}
+    elif PipesEnvVarParamsLoader().is_dagster_pipes_process():
         pipes = open_dagster_pipes()
         values = {name: pipes.extras.get(name) for name in names}
+    else:
+        pipes = _StandalonePipes()
+        arguments = dict(arg.split("=", 1) for arg in sys.argv[1:] if "=" in arg)
+        values = {name: arguments.get(name) for name in names}
     missing = [name for name, value in values.items() if value is None or value == ""]
     if missing:
-        raise ValueError(f"Notebook parameters {missing} are missing: pass them as widgets or Pipes extras.")
+        raise ValueError(
+            f"Notebook parameters {missing} are missing: pass them as widgets (Databricks), Pipes extras "
+            f"(Dagster) or name=value arguments (by hand)."
+        )
     return pipes, {name: str(value) for name, value in values.items()}
 
 
