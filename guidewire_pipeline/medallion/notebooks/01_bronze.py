@@ -380,7 +380,12 @@ def bronze_table(table_name: str) -> dict[str, Any]:
     consumed = bronze.transaction_version(BRONZE_APP_ID) if bronze is not None else None
     consumed = -1 if consumed is None else consumed
     result.update(raw_version=raw_version, raw_version_before=consumed)
-    if consumed >= raw_version:
+    if consumed > raw_version:
+        raise ValueError(
+            f"bronze {bronze_uri} has consumed raw version {consumed} but raw {raw_uri} is at version {raw_version}: "
+            f"raw was recreated. Delete the bronze and silver tables of {table_name} to rebuild them from raw."
+        )
+    if consumed == raw_version:
         return {
             **result,
             "status": "ok",
