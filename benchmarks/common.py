@@ -163,16 +163,22 @@ class TreeRssSampler:
         self.root = psutil.Process(pid or os.getpid())
         self.interval = interval
         self.peak = 0
+        self.peak_pss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> int:
-        total = 0
+        """RSS summed over the tree (counts shared library pages once per process), and PSS (shares
+        them out: the tree's real footprint)."""
+        total = pss = 0
         with contextlib.suppress(psutil.Error):
             for process in [self.root, *self.root.children(recursive=True)]:
                 with contextlib.suppress(psutil.Error):
-                    total += process.memory_info().rss
+                    info = process.memory_full_info()
+                    total += info.rss
+                    pss += getattr(info, "pss", info.rss)
         self.peak = max(self.peak, total)
+        self.peak_pss = max(self.peak_pss, pss)
         return total
 
     def _run(self) -> None:

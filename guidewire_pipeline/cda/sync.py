@@ -39,9 +39,13 @@ Progress = Callable[[str], None]
 _ray_lock = threading.Lock()
 
 
-# Below this much pending parquet, a local run loads in the driver on threads: starting a local Ray
-# costs 6-14 s on a 2-core machine, more than loading 64 MB takes (benchmarks/ray_overhead).
-DRIVER_MAX_BYTES = 64 * 2**20
+# Up to this much pending parquet, a run without a cluster address loads on threads in the driver.
+# On one machine a local Ray only adds cost: 5-14 s to start on 2 cores, worker processes that import
+# pyarrow and deltalake again, and about 1 GB of RSS for its own processes; pyarrow and delta-rs
+# release the GIL, so threads keep the cores busy (figures: benchmarks/README_SECTION.md, Ray and
+# Memory). Above it, a local Ray's process isolation is worth its cost. With an address, Ray is
+# always used: that is where it pays, with more machines than one.
+DRIVER_MAX_BYTES = 8 * 2**30
 SHALLOW_THREADS = 8  # shallow loads wait on storage (footers, commits), not on CPU
 
 
@@ -95,8 +99,14 @@ def sync_tables(
     settings = ray or RaySettings()
     if pending and _in_driver(pending, settings, clone_mode):
         threads = SHALLOW_THREADS if clone_mode == "shallow" else (settings.num_cpus or os.cpu_count() or 1)
+        if progress:
+            progress(f"Loading {len(pending)} tables on {threads} threads in this process, without Ray "
+                     f"({clone_mode}, {sum(p.pending_bytes for _, p in pending) / 1e6:.1f} MB pending)")
         _run_in_driver(pending, delta_root, clone_mode, finish, threads)
     elif pending:
+        if progress:
+            where = f"connecting to Ray at {settings.address}" if settings.address else "starting a local Ray"
+            progress(f"Loading {len(pending)} tables on Ray, {where}")
         _run_on_ray(pending, delta_root, settings, clone_mode, finish)
     order = {entry.table: i for i, entry in enumerate(entries)}
     return sorted(results, key=lambda r: order[r.table])
