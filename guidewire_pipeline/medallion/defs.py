@@ -10,15 +10,14 @@
 
 # No "from __future__ import annotations": Dagster inspects the context type hints at runtime.
 
-import importlib
 import os
-import warnings
 
 import dagster as dg
 
 from guidewire_pipeline.medallion.layers import run_bronze, run_gold, run_silver
 from guidewire_pipeline.medallion.marts import Mart, load_marts
 from guidewire_pipeline.medallion.runners.base import NotebookRunner
+from guidewire_pipeline.medallion.runners.databricks import DatabricksNotebookRunner
 from guidewire_pipeline.medallion.runners.local import LocalNotebookRunner
 from guidewire_pipeline.raw.partitions import (
     BRONZE_ASSET_KEY,
@@ -30,30 +29,21 @@ from guidewire_pipeline.raw.partitions import (
 from guidewire_pipeline.settings import Settings
 
 MEDALLION_GROUP = "medallion"
-DATABRICKS_RUNNER_MODULE = "guidewire_pipeline.medallion.runners.databricks"
 
 
 def build_notebook_runner(settings: Settings) -> NotebookRunner:
-    """The Databricks runner when Databricks is configured and its module exists; else the local one."""
+    """The Databricks runner when DATABRICKS_HOST and DATABRICKS_TOKEN are set; else the local one.
+
+    On Databricks: ``DATABRICKS_CLUSTER_ID`` (the SDK's own variable) runs on that cluster; without it
+    the runs are serverless, which needs a Unity Catalog volume for Pipes files: ``GW_PIPES_VOLUME``."""
     if not settings.databricks_configured:
         return LocalNotebookRunner()
-    try:
-        module = importlib.import_module(DATABRICKS_RUNNER_MODULE)
-    except ModuleNotFoundError as error:
-        if error.name != DATABRICKS_RUNNER_MODULE:
-            raise
-        warnings.warn(
-            "DATABRICKS_HOST and DATABRICKS_TOKEN are set but the Databricks runner is not installed yet: "
-            "notebooks run locally.",
-            stacklevel=2,
-        )
-        return LocalNotebookRunner()
     # Host and token come from DATABRICKS_HOST / DATABRICKS_TOKEN as EnvVars: never shown in the UI.
-    # DATABRICKS_CLUSTER_ID is the SDK's own variable for "run on this cluster"; without it, serverless.
-    cluster_id = os.environ.get("DATABRICKS_CLUSTER_ID")
-    return module.DatabricksNotebookRunner.from_env(
-        **({"existing_cluster_id": cluster_id} if cluster_id else {})
-    )
+    overrides = {
+        "existing_cluster_id": os.environ.get("DATABRICKS_CLUSTER_ID") or None,
+        "pipes_volume_path": os.environ.get("GW_PIPES_VOLUME") or None,
+    }
+    return DatabricksNotebookRunner.from_env(**{k: v for k, v in overrides.items() if v})
 
 
 def build_medallion_assets(settings: Settings) -> list[dg.AssetsDefinition]:

@@ -19,6 +19,16 @@
 # COMMAND ----------
 
 # MAGIC %md
+# MAGIC Serverless compute takes no task libraries: the notebook installs its two dependencies itself
+# MAGIC (on a cluster with them as task libraries this is quick). A comment when run as a local process.
+
+# COMMAND ----------
+
+# MAGIC %pip install --quiet dagster-pipes==1.13.27 deltalake==1.6.6
+
+# COMMAND ----------
+
+# MAGIC %md
 # MAGIC ## Parameters and reporting (Pipes shim)
 # MAGIC The same cell opens every notebook. On Databricks the parameters are job widgets and Pipes talks
 # MAGIC through DBFS; on a laptop Dagster starts this file as a subprocess and passes them as Pipes extras.
