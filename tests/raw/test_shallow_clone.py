@@ -150,3 +150,24 @@ def test_shallow_on_s3_points_at_s3_uris(sample_cda: Path, tmp_path: Path, s3_bu
     assert peek is not None and peek.loaded_watermark == result.watermark_after
     with pytest.raises(ShallowTableError):
         vacuum_table(location)
+
+
+def test_checkpoints_cover_commits_written_in_place(tmp_path: Path):
+    """Shallow appends write their commit files with a conditional create; the checkpoint that
+    follows every 10 commits must carry their add actions and the app transaction."""
+    from guidewire_pipeline.sample.generator import generate
+
+    cda = tmp_path / "cda"
+    generate(str(cda), tables=6, batches=12, rows=10, seed=2, files_per_batch=1)
+    entry = read_manifest(str(cda / "manifest.json")).entries["cc_contact"]
+    location = Location.parse(str(tmp_path / "raw" / "cc_contact"))
+    result = sync_table(entry, location, clone_mode="shallow")
+    assert result.ok and result.batches_applied == 12, result.error
+    log = Path(location.path) / "_delta_log"
+    assert (log / "00000000000000000009.checkpoint.parquet").exists()
+    assert not list(log.glob(".*.tmp"))
+    # A reader that starts from the checkpoint sees every batch once.
+    fresh = DeltaTable(location.path)
+    assert fresh.transaction_version(APP_ID) == int(committed_folders(cda, "cc_contact")[-1].name)
+    assert query_keys(fresh) == change_keys(committed_rows(cda, "cc_contact"))
+    assert [h["operation"] for h in fresh.history()].count("WRITE") == 11  # + CREATE TABLE
