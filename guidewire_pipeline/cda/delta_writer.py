@@ -67,6 +67,7 @@ SHALLOW_DESCRIPTION = (
     "Never VACUUM this table: it could delete Guidewire's source files."
 )
 FOOTER_READ_THREADS = 16  # footer reads wait on storage, not CPU
+TARGET_FILE_BYTES = 128 * 2**20  # deep mode rolls to a new data file past this size
 FOOTER_GUESS = 64 * 1024  # one ranged read covers the footer of a typical CDA file
 STATS_STRING_MAX = 32  # longer strings get no min/max (Delta truncates there too)
 
@@ -308,7 +309,21 @@ def _apply_batch(
         if table is not None and (loaded_watermark(table) or -1) >= batch.timestamp:
             return table, False, 0  # another writer committed it: exactly once
         if table is not None:
-            _check_types(table_name, _arrow_schema(table), dataset.schema, batch)
+            delta_schema = _arrow_schema(table)
+            _check_types(table_name, delta_schema, dataset.schema, batch)
+            if not _new_columns(delta_schema, dataset.schema):
+                # The common case: an append with the table's columns. Data files and the commit file
+                # are written here, without delta-rs' per-commit reads (see _put_commit).
+                before = table.version()
+                try:
+                    actions, rows = _write_data_files(location, dataset, delta_schema)
+                    _put_commit(location, before + 1, _commit_lines(table_name, batch, actions, "deep"))
+                except _CommitConflict:
+                    table = open_table(location, without_files=False)  # lost a race: the savepoint decides
+                    continue
+                table = _after_commit(location, table, batch, before)
+                _checkpoint_if_due(table)
+                return table, True, rows
         counter = _RowCounter()
         reader = pa.RecordBatchReader.from_batches(
             dataset.schema, counter.count(dataset.to_batches(batch_size=READ_BATCH_ROWS))
@@ -394,7 +409,7 @@ def _apply_batch_shallow(
                     table = _refreshed(table)
                     delta_schema = _arrow_schema(table)
                 before = table.version()
-                _put_commit(location, before + 1, _commit_lines(table_name, batch, actions))
+                _put_commit(location, before + 1, _commit_lines(table_name, batch, actions, "shallow"))
         except (CommitFailedError, _CommitConflict):
             table = open_table(location, without_files=False)  # lost a race: reload, then the savepoint decides
             continue
@@ -416,13 +431,15 @@ class _CommitConflict(Exception):
     """Another writer created the commit file first."""
 
 
-def _commit_lines(table_name: str, batch: PendingBatch, actions: list[AddAction]) -> bytes:
-    """One shallow append as a Delta commit file: commitInfo (with our metadata), the add actions
-    and the app transaction, the same actions delta-rs writes for ``create_write_transaction``."""
+def _commit_lines(table_name: str, batch: PendingBatch, actions: list[AddAction], clone_mode: CloneMode) -> bytes:
+    """One append as a Delta commit file: commitInfo (with our metadata), the add actions and the app
+    transaction: the actions delta-rs writes for an append."""
     commit_info = {"timestamp": int(time.time() * 1000), "operation": "WRITE",
                    "operationParameters": {"mode": "Append", "partitionBy": "[]"},
                    "engineInfo": "guidewire-pipeline", "gw_watermark": str(batch.timestamp),
-                   "gw_fingerprint": batch.fingerprint, "gw_table": table_name, "gw_clone_mode": "shallow"}
+                   "gw_fingerprint": batch.fingerprint, "gw_table": table_name}
+    if clone_mode == "shallow":
+        commit_info["gw_clone_mode"] = "shallow"
     lines = [{"commitInfo": commit_info}]
     lines += [{"add": {"path": a.path, "partitionValues": {}, "size": a.size, "modificationTime": a.modification_time,
                        "dataChange": True, "stats": a.stats}} for a in actions]
@@ -453,6 +470,35 @@ def _put_commit(location: Location, version: int, payload: bytes) -> None:
         raise _CommitConflict(target.uri) from exc
     finally:
         os.unlink(temporary.path)
+
+
+def _write_data_files(location: Location, dataset: ds.Dataset, delta_schema: pa.Schema) -> tuple[list[AddAction], int]:
+    """Stream the batch into parquet files under the table root (a new file past
+    ``TARGET_FILE_BYTES``), cast to the table's types; the add actions carry statistics taken from
+    each written file's footer. Returns the actions and the rows written."""
+    by_name = {f.name.lower(): f for f in delta_schema}
+    target = pa.schema([by_name[f.name.lower()].with_name(f.name).with_nullable(True) for f in dataset.schema])
+    filesystem = location.filesystem()
+    if not location.is_s3:
+        os.makedirs(location.path, exist_ok=True)
+    actions: list[AddAction] = []
+    rows = 0
+    batches = dataset.to_batches(batch_size=READ_BATCH_ROWS)
+    pending = next(batches, None)
+    while pending is not None:
+        name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+        with filesystem.open_output_stream(location.join(name).fs_path) as sink:
+            writer = pq.ParquetWriter(sink, target, compression="snappy")
+            while pending is not None and sink.tell() < TARGET_FILE_BYTES:
+                writer.write_batch(pending.cast(target))
+                rows += pending.num_rows
+                pending = next(batches, None)
+            writer.close()
+            size = sink.tell()
+        metadata = writer.writer.metadata
+        actions.append(AddAction(name, size, {}, int(time.time() * 1000), True,
+                                 _file_stats(target, target, metadata)))
+    return actions, rows
 
 
 def _checkpoint_if_due(table: DeltaTable) -> None:
