@@ -179,6 +179,8 @@ def _caught_up(table: DeltaTable) -> DeltaTable:
         table.update_incremental()
     table._gw_head = table.version()  # type: ignore[attr-defined]
     table._gw_rows_since = 0  # type: ignore[attr-defined]
+    if hasattr(table, "_gw_rows_base"):
+        del table._gw_rows_base  # counted again from the refreshed snapshot when next needed
     return table
 
 
@@ -191,13 +193,42 @@ def _remember_watermark(table: DeltaTable, watermark: int | None, version: int |
     _WATERMARKS[(table.table_uri, table.version() if version is None else version)] = watermark
 
 
+@dataclass
+class TableHead:
+    """What an append needs to know about a raw table, carried by every commit this writer creates
+    (``gw_*`` fields of its commitInfo), so that the next run reads it from the newest commit file
+    instead of opening the table with delta-rs, whose cost grows with the table's files."""
+
+    version: int
+    watermark: int
+    schema: pa.Schema
+    total_rows: int
+    clone_mode: CloneMode
+    checkpoint_interval: int
+
+    def commit_fields(self) -> dict[str, Any]:
+        return {"gw_schema": DeltaSchema.from_arrow(self.schema).to_json(), "gw_total_rows": self.total_rows,
+                "gw_clone_mode": self.clone_mode, "gw_checkpoint_interval": self.checkpoint_interval}
+
+    @classmethod
+    def from_commit(cls, version: int, watermark: int, commit_info: dict[str, Any]) -> TableHead | None:
+        try:
+            return cls(version, watermark, pa.schema(DeltaSchema.from_json(commit_info["gw_schema"]).to_arrow()),
+                       int(commit_info["gw_total_rows"]), commit_info["gw_clone_mode"],
+                       int(commit_info["gw_checkpoint_interval"]))
+        except (KeyError, TypeError, ValueError, Exception):  # written by delta-rs, or by an older release
+            return None
+
+
 @dataclass(frozen=True)
 class LogPeek:
-    """What the newest commit of a raw table says, read without delta-rs' log replay."""
+    """What the newest commit of a raw table says, read without delta-rs' log replay. ``head`` is
+    set when that commit was written by this writer's in-place append (see ``TableHead``)."""
 
     exists: bool
     version: int | None = None
     loaded_watermark: int | None = None
+    head: TableHead | None = None
 
 
 _COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
@@ -232,11 +263,14 @@ def peek_loaded_watermark(location: Location) -> LogPeek | None:
             commit = log.join(f"{version:020d}.json").read_bytes()
         except StorageError:
             return None
-        for line in commit.splitlines():
-            action = json.loads(line) if line.strip() else {}
+        actions = [json.loads(line) for line in commit.splitlines() if line.strip()]
+        for action in actions:
             txn = action.get("txn")
             if txn and txn.get("appId") == APP_ID:
-                return LogPeek(exists=True, version=versions[-1], loaded_watermark=int(txn["version"]))
+                watermark = int(txn["version"])
+                commit_info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+                head = TableHead.from_commit(version, watermark, commit_info) if version == versions[-1] else None
+                return LogPeek(exists=True, version=versions[-1], loaded_watermark=watermark, head=head)
     return None
 
 
@@ -275,14 +309,41 @@ def sync_table(
         watermark_before=None, watermark_after=None, uri=location.uri,
     )
     try:
+        head = plan.head if plan is not None and plan.head is not None else None
+        if head is not None and head.clone_mode == clone_mode:
+            result.watermark_before = result.watermark_after = head.watermark
+            for number, batch in enumerate(plan.batches, start=1):
+                rows = _append_in_place(entry.table, location, head, batch)
+                if rows is None:
+                    break  # delta-rs takes over below, from the table as it is now
+                result.watermark_after = head.watermark
+                result.batches_applied += 1
+                result.rows_added += rows
+                result.bytes_read += batch.size
+                result.status = "loaded"
+                if progress:
+                    progress(f"{entry.table}: batch {number}/{len(plan.batches)} ({batch.timestamp}) committed, "
+                             f"{rows} rows")
+            else:
+                result.warnings.extend(plan.warnings)
+                result.delta_version, result.total_rows = head.version, head.total_rows
+                result.columns = list(_columns(head.schema))
+                loaded = result.watermark_after
+                result.fingerprints = [fp.fingerprint for fp in entry.fingerprints
+                                       if loaded is not None and fp.starts_at <= loaded]
+                result.duration_s = time.monotonic() - started
+                return result
+            plan = None  # re-planned from the savepoint delta-rs reads
         # With its files: the commits below and the row count at the end reuse this one log read.
         table = open_table(location, without_files=False)
         _check_clone_mode(entry.table, location, table, clone_mode)
         if table is not None and plan is not None and plan.loaded_version == table.version():
             _remember_watermark(table, plan.loaded_watermark)  # planned on this very version
-        result.watermark_before = result.watermark_after = loaded_watermark(table)
-        if plan is None or plan.loaded_watermark != result.watermark_before:
-            plan = plan_table(entry, result.watermark_before)
+        if result.status != "loaded":
+            result.watermark_before = loaded_watermark(table)
+        result.watermark_after = loaded_watermark(table)
+        if plan is None or plan.loaded_watermark != result.watermark_after:
+            plan = plan_table(entry, result.watermark_after)
         result.warnings.extend(plan.warnings)
         if progress and plan.batches:
             progress(f"{entry.table}: {len(plan.batches)} pending batches, {plan.pending_files} files, "
@@ -341,7 +402,8 @@ def _apply_batch(
                 before = _head_version(table)
                 try:
                     actions, rows = _write_data_files(location, dataset, delta_schema)
-                    _put_commit(location, before + 1, _commit_lines(table_name, batch, actions, "deep"))
+                    head = _head_after(table, before + 1, batch.timestamp, delta_schema, rows, "deep")
+                    _put_commit(location, before + 1, _commit_lines(table_name, batch, actions, head))
                 except _CommitConflict:
                     table = open_table(location, without_files=False)  # lost a race: the savepoint decides
                     continue
@@ -435,7 +497,8 @@ def _apply_batch_shallow(
                     table = _refreshed(table)
                     delta_schema = _arrow_schema(table)
                 before = _head_version(table)
-                _put_commit(location, before + 1, _commit_lines(table_name, batch, actions, "shallow"))
+                head = _head_after(table, before + 1, batch.timestamp, delta_schema, rows, "shallow")
+                _put_commit(location, before + 1, _commit_lines(table_name, batch, actions, head))
                 _advance_head(table, before + 1, batch.timestamp, rows)
                 _checkpoint_if_due(table)
                 return table, True, rows
@@ -459,15 +522,14 @@ class _CommitConflict(Exception):
     """Another writer created the commit file first."""
 
 
-def _commit_lines(table_name: str, batch: PendingBatch, actions: list[AddAction], clone_mode: CloneMode) -> bytes:
-    """One append as a Delta commit file: commitInfo (with our metadata), the add actions and the app
-    transaction: the actions delta-rs writes for an append."""
+def _commit_lines(table_name: str, batch: PendingBatch, actions: list[AddAction], head: TableHead) -> bytes:
+    """One append as a Delta commit file: commitInfo (our metadata, and ``head``: the table as this
+    commit leaves it), the add actions and the app transaction: the actions delta-rs writes for an
+    append."""
     commit_info = {"timestamp": int(time.time() * 1000), "operation": "WRITE",
                    "operationParameters": {"mode": "Append", "partitionBy": "[]"},
                    "engineInfo": "guidewire-pipeline", "gw_watermark": str(batch.timestamp),
-                   "gw_fingerprint": batch.fingerprint, "gw_table": table_name}
-    if clone_mode == "shallow":
-        commit_info["gw_clone_mode"] = "shallow"
+                   "gw_fingerprint": batch.fingerprint, "gw_table": table_name, **head.commit_fields()}
     lines = [{"commitInfo": commit_info}]
     lines += [{"add": {"path": a.path, "partitionValues": {}, "size": a.size, "modificationTime": a.modification_time,
                        "dataChange": True, "stats": a.stats}} for a in actions]
@@ -498,6 +560,52 @@ def _put_commit(location: Location, version: int, payload: bytes) -> None:
         raise _CommitConflict(target.uri) from exc
     finally:
         os.unlink(temporary.path)
+
+
+def _head_after(table: DeltaTable, version: int, watermark: int, schema: pa.Schema, rows: int,
+                clone_mode: CloneMode) -> TableHead:
+    """The head a commit on the ``table`` handle leaves: its row count is counted once per handle."""
+    if not hasattr(table, "_gw_rows_base"):
+        table._gw_rows_base = _row_count(table) if table.version() == _head_version(table) else None  # type: ignore[attr-defined]
+    base = table._gw_rows_base  # type: ignore[attr-defined]
+    total = (base if base is not None else _row_count(_caught_up(table))) + getattr(table, "_gw_rows_since", 0) + rows
+    interval = int(table.metadata().configuration.get("delta.checkpointInterval") or 100)
+    return TableHead(version, watermark, schema, total, clone_mode, interval)
+
+
+def _append_in_place(table_name: str, location: Location, head: TableHead, batch: PendingBatch) -> int | None:
+    """Append ``batch`` after ``head`` without opening the table with delta-rs: data files (deep) or
+    footers (shallow), then one conditional commit. Moves ``head`` and returns the rows, or returns
+    None when delta-rs must take over: new columns, or another writer committed first."""
+    if head.clone_mode == "shallow":
+        footers = _read_footers(table_name, batch)
+        batch_schema = _unified_schema(table_name, batch, [schema for schema, _ in footers])
+    else:
+        dataset = _batch_dataset(table_name, batch)
+        batch_schema = dataset.schema
+    _check_types(table_name, head.schema, batch_schema, batch)
+    if _new_columns(head.schema, batch_schema):
+        return None
+    if head.clone_mode == "shallow":
+        rows = sum(metadata.num_rows for _, metadata in footers)
+        actions = [AddAction(_absolute_uri(f.location), f.size, {}, int(time.time() * 1000), True,
+                             _file_stats(batch_schema, schema, metadata))
+                   for f, (schema, metadata) in zip(batch.files, footers, strict=True)]
+    else:
+        actions, rows = _write_data_files(location, dataset, head.schema)
+    after = TableHead(head.version + 1, batch.timestamp, head.schema, head.total_rows + rows, head.clone_mode,
+                      head.checkpoint_interval)
+    try:
+        _put_commit(location, after.version, _commit_lines(table_name, batch, actions, after))
+    except _CommitConflict:
+        return None
+    head.version, head.watermark, head.total_rows = after.version, after.watermark, after.total_rows
+    if head.version % head.checkpoint_interval == head.checkpoint_interval - 1:
+        table = open_table(location)  # a checkpoint needs delta-rs' state: once per interval
+        if table is not None:
+            table.create_checkpoint()
+            table.cleanup_metadata()
+    return rows
 
 
 def _write_data_files(location: Location, dataset: ds.Dataset, delta_schema: pa.Schema) -> tuple[list[AddAction], int]:

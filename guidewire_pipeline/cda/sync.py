@@ -133,6 +133,7 @@ def _settle(entries: list[ManifestEntry], delta_root: str) -> list[TableSyncResu
             if watermark is None or watermark < entry.manifest_watermark:
                 plan = plan_table(entry, watermark)
                 plan.loaded_version = version
+                plan.head = peek.head if peek is not None else None
                 if not plan.is_empty:
                     return plan
         except Exception as exc:  # the table's own problem: report it, keep the others going

@@ -171,3 +171,39 @@ def test_checkpoints_cover_commits_written_in_place(tmp_path: Path):
     assert fresh.transaction_version(APP_ID) == int(committed_folders(cda, "cc_contact")[-1].name)
     assert query_keys(fresh) == change_keys(committed_rows(cda, "cc_contact"))
     assert [h["operation"] for h in fresh.history()].count("WRITE") == 11  # + CREATE TABLE
+
+
+@pytest.mark.parametrize("clone_mode", ["deep", "shallow"])
+def test_next_run_appends_from_the_newest_commit_and_falls_back_on_a_race(sample_cda: Path, tmp_path: Path,
+                                                                          clone_mode: str):
+    """A run after this writer's own commit reads the table's head from that commit (no delta-rs
+    open); its figures match delta-rs' view. A head made stale by another writer falls back to
+    delta-rs, which finds the batch committed: exactly once."""
+    from guidewire_pipeline.cda.delta_writer import read_table_state
+    from guidewire_pipeline.cda.sync import _settle
+
+    root = str(tmp_path / "delta")
+    entry = read_manifest(str(sample_cda / "manifest.json")).entries["cc_claim"]
+    sync_tables([entry], root, clone_mode=clone_mode)
+    advance(str(sample_cda), batches=1, rows=30)
+    entry = read_manifest(str(sample_cda / "manifest.json")).entries["cc_claim"]
+    [plan] = _settle([entry], root)
+    assert plan.head is not None and len(plan.batches) == 2
+    location = Location.parse(f"{root}/raw/cc_claim")
+
+    fast = sync_table(entry, location, clone_mode=clone_mode, plan=plan)
+    state = read_table_state(location)
+    assert (fast.status, fast.batches_applied) == ("loaded", 2), fast.error
+    assert (fast.delta_version, fast.total_rows, fast.watermark_after) == (
+        state.version, state.total_rows, state.loaded_watermark)
+    assert fast.columns == list(state.columns)
+    assert query_keys(DeltaTable(location.path)) == change_keys(committed_rows(sample_cda, "cc_claim"))
+
+    advance(str(sample_cda), batches=1, rows=30)
+    entry = read_manifest(str(sample_cda / "manifest.json")).entries["cc_claim"]
+    [stale_plan] = _settle([entry], root)
+    assert sync_table(entry, location, clone_mode=clone_mode).batches_applied == 2  # another writer
+    late = sync_table(entry, location, clone_mode=clone_mode, plan=stale_plan)
+    assert late.ok and late.batches_applied == 0, late.error
+    assert query_keys(DeltaTable(location.path)) == change_keys(committed_rows(sample_cda, "cc_claim"))
+    assert late.total_rows == read_table_state(location).total_rows
