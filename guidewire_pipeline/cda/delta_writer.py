@@ -249,11 +249,17 @@ def peek_loaded_watermark(location: Location) -> LogPeek | None:
         checkpoint = None  # no checkpoint yet (or the table does not exist)
     except (ValueError, KeyError, TypeError):
         return None
-    versions = sorted(
-        int(match.group(1)) for child in log.list_children(
-            start_after=f"{checkpoint:020d}" if checkpoint is not None else None)
-        if not child.is_dir and (match := _COMMIT_FILE.match(child.name))
-    )
+    if location.is_s3:
+        versions = sorted(
+            int(match.group(1)) for child in log.list_children(
+                start_after=f"{checkpoint:020d}" if checkpoint is not None else None)
+            if not child.is_dir and (match := _COMMIT_FILE.match(child.name))
+        )
+    else:  # a local folder cannot be listed from a name on: probe the commits after the checkpoint
+        versions, version = [], (checkpoint + 1 if checkpoint is not None else 0)
+        while os.path.exists(os.path.join(log.path, f"{version:020d}.json")):
+            versions.append(version)
+            version += 1
     if checkpoint is not None and (not versions or versions[0] != checkpoint + 1):
         versions = [checkpoint, *versions]
     if not versions:
