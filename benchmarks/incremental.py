@@ -3,7 +3,7 @@ with a short one, on local disk and on S3 (moto behind the counting proxy).
 
 Tables: "long" has H committed folders already loaded (H = 1,000; ``--quick``: 100), "short" has 1.
 Each then gets 1 new committed folder. Timed: ``sync_tables`` for that one table (the engine of a
-run: peek at the savepoint, list from the watermark's folder, load, commit), Ray already not
+run: read the savepoint, list from the watermark's folder, load, commit), Ray already not
 needed (the work is small). Requests are counted at the S3 server. Goals: time(long) / time(short)
 <= 1.5, and LIST calls per table per run that do not grow with history.
 """

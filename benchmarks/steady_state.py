@@ -56,7 +56,7 @@ def _scenario(label: str, tables_per_run: int, chosen: list[str], cda: Path, env
               tmp: Path, cursor: str) -> tuple[dict[str, Any], str]:
     import dagster as dg
 
-    from guidewire_pipeline.cda.delta_writer import peek_loaded_watermark
+    from guidewire_pipeline.cda.delta_writer import loaded_watermark, open_table
     from guidewire_pipeline.cda.manifest import read_manifest
     from guidewire_pipeline.cda.sync import raw_table_location
     from guidewire_pipeline.raw.resources import CdaSource
@@ -74,8 +74,8 @@ def _scenario(label: str, tables_per_run: int, chosen: list[str], cda: Path, env
         runs = list(pool.map(lambda pair: _launch(pair[1], env, tmp, pair[0]), enumerate(requests)))
     wall = time.perf_counter() - started
     manifest = read_manifest(str(cda / "manifest.json"))
-    behind = [t for t in chosen if (peek := peek_loaded_watermark(raw_table_location(env["GW_DELTA_ROOT"], t)))
-              is None or peek.loaded_watermark != manifest.entries[t].manifest_watermark]
+    behind = [t for t in chosen if loaded_watermark(open_table(raw_table_location(env["GW_DELTA_ROOT"], t)))
+              != manifest.entries[t].manifest_watermark]
     for run in runs:
         if run["exit"]:
             log(f"run failed: {run['tail']}")

@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import re
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,13 +43,13 @@ from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from guidewire_pipeline.cda.load_plan import DataFile, LoadPlan, PendingBatch, plan_table
 from guidewire_pipeline.cda.manifest import ManifestEntry
-from guidewire_pipeline.cda.storage import Location, S3Settings, StorageError, _s3_client
+from guidewire_pipeline.cda.storage import Location
 
 APP_ID = "guidewire-cda"
 # A checkpoint every 10 commits. delta-rs replays every commit file since the last checkpoint each
-# time it opens a table (three times over, one GET each on S3: measured in benchmarks/incremental),
-# so the interval bounds what a run pays to open a table of any age: at most 9 commit files. A
-# checkpoint costs one state read and one PUT, paid once per 10 CDA batches.
+# time it opens a table (one GET each on S3: measured in benchmarks/incremental), so the interval
+# bounds what opening a table of any age costs: at most 9 commit files. A checkpoint costs one state
+# read and one PUT, paid once per 10 CDA batches.
 TABLE_CONFIGURATION = {
     "delta.checkpointInterval": "10",
     "delta.enableChangeDataFeed": "true",
@@ -67,7 +64,6 @@ SHALLOW_DESCRIPTION = (
     "Never VACUUM this table: it could delete Guidewire's source files."
 )
 FOOTER_READ_THREADS = 16  # footer reads wait on storage, not CPU
-TARGET_FILE_BYTES = 128 * 2**20  # deep mode rolls to a new data file past this size
 FOOTER_GUESS = 64 * 1024  # one ranged read covers the footer of a typical CDA file
 STATS_STRING_MAX = 32  # longer strings get no min/max (Delta truncates there too)
 
@@ -145,139 +141,10 @@ def open_table(location: Location, *, without_files: bool = True) -> DeltaTable 
 
 
 def loaded_watermark(table: DeltaTable | None) -> int | None:
-    """The table's savepoint: the last CDA timestamp committed, from the app transaction.
-
-    delta-rs answers ``transaction_version`` by replaying the log since the last checkpoint (every
-    commit file, on S3 one GET each), so the answer is remembered per (table, version): a version's
-    state never changes. Our own commits record theirs directly (``_remember_watermark``)."""
+    """The table's savepoint: the last CDA timestamp committed, from the app transaction."""
     if table is None:
         return None
-    key = (table.table_uri, _head_version(table))
-    if key not in _WATERMARKS:
-        _caught_up(table)
-        key = (table.table_uri, table.version())
-        _remember_watermark(table, table.transaction_version(APP_ID))
-    return _WATERMARKS[key]
-
-
-# Commits written by _put_commit move the table's head without refreshing the DeltaTable handle
-# (a refresh costs a LIST and two GETs on S3, ~6 ms locally): the handle remembers the head and the
-# rows added since its snapshot, and catches up once, only before a delta-rs operation needs it.
-def _head_version(table: DeltaTable) -> int:
-    return max(table.version(), getattr(table, "_gw_head", -1))
-
-
-def _advance_head(table: DeltaTable, version: int, watermark: int, rows: int) -> None:
-    table._gw_head = version  # type: ignore[attr-defined]
-    table._gw_rows_since = getattr(table, "_gw_rows_since", 0) + rows  # type: ignore[attr-defined]
-    _remember_watermark(table, watermark, version=version)
-
-
-def _caught_up(table: DeltaTable) -> DeltaTable:
-    """The handle refreshed up to the head our own commits moved it to."""
-    if getattr(table, "_gw_head", -1) > table.version():
-        table.update_incremental()
-    table._gw_head = table.version()  # type: ignore[attr-defined]
-    table._gw_rows_since = 0  # type: ignore[attr-defined]
-    if hasattr(table, "_gw_rows_base"):
-        del table._gw_rows_base  # counted again from the refreshed snapshot when next needed
-    return table
-
-
-_WATERMARKS: dict[tuple[str, int], int | None] = {}
-
-
-def _remember_watermark(table: DeltaTable, watermark: int | None, version: int | None = None) -> None:
-    if len(_WATERMARKS) > 100_000:
-        _WATERMARKS.clear()
-    _WATERMARKS[(table.table_uri, table.version() if version is None else version)] = watermark
-
-
-@dataclass
-class TableHead:
-    """What an append needs to know about a raw table, carried by every commit this writer creates
-    (``gw_*`` fields of its commitInfo), so that the next run reads it from the newest commit file
-    instead of opening the table with delta-rs, whose cost grows with the table's files."""
-
-    version: int
-    watermark: int
-    schema: pa.Schema
-    total_rows: int
-    clone_mode: CloneMode
-    checkpoint_interval: int
-
-    def commit_fields(self) -> dict[str, Any]:
-        return {"gw_schema": DeltaSchema.from_arrow(self.schema).to_json(), "gw_total_rows": self.total_rows,
-                "gw_clone_mode": self.clone_mode, "gw_checkpoint_interval": self.checkpoint_interval}
-
-    @classmethod
-    def from_commit(cls, version: int, watermark: int, commit_info: dict[str, Any]) -> TableHead | None:
-        try:
-            return cls(version, watermark, pa.schema(DeltaSchema.from_json(commit_info["gw_schema"]).to_arrow()),
-                       int(commit_info["gw_total_rows"]), commit_info["gw_clone_mode"],
-                       int(commit_info["gw_checkpoint_interval"]))
-        except (KeyError, TypeError, ValueError, Exception):  # written by delta-rs, or by an older release
-            return None
-
-
-@dataclass(frozen=True)
-class LogPeek:
-    """What the newest commit of a raw table says, read without delta-rs' log replay. ``head`` is
-    set when that commit was written by this writer's in-place append (see ``TableHead``)."""
-
-    exists: bool
-    version: int | None = None
-    loaded_watermark: int | None = None
-    head: TableHead | None = None
-
-
-_COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
-PEEK_MAX_COMMITS = 3
-
-
-def peek_loaded_watermark(location: Location) -> LogPeek | None:
-    """The savepoint from the newest commit file, at a cost that does not grow with the table's
-    age: on S3 one GET of ``_last_checkpoint``, one LIST that starts after the checkpoint, one GET
-    of the newest commit (a few more when the newest commits carry no app transaction, such as an
-    ADD COLUMN). Returns None when it cannot tell; the caller then asks delta-rs. Only ever used to
-    skip or plan work: every commit re-checks the savepoint on its own snapshot."""
-    log = location.join("_delta_log")
-    checkpoint: int | None = None
-    try:
-        checkpoint = int(json.loads(log.join("_last_checkpoint").read_bytes())["version"])
-    except StorageError:
-        checkpoint = None  # no checkpoint yet (or the table does not exist)
-    except (ValueError, KeyError, TypeError):
-        return None
-    if location.is_s3:
-        versions = sorted(
-            int(match.group(1)) for child in log.list_children(
-                start_after=f"{checkpoint:020d}" if checkpoint is not None else None)
-            if not child.is_dir and (match := _COMMIT_FILE.match(child.name))
-        )
-    else:  # a local folder cannot be listed from a name on: probe the commits after the checkpoint
-        versions, version = [], (checkpoint + 1 if checkpoint is not None else 0)
-        while os.path.exists(os.path.join(log.path, f"{version:020d}.json")):
-            versions.append(version)
-            version += 1
-    if checkpoint is not None and (not versions or versions[0] != checkpoint + 1):
-        versions = [checkpoint, *versions]
-    if not versions:
-        return LogPeek(exists=False)
-    for version in reversed(versions[-PEEK_MAX_COMMITS:]):
-        try:
-            commit = log.join(f"{version:020d}.json").read_bytes()
-        except StorageError:
-            return None
-        actions = [json.loads(line) for line in commit.splitlines() if line.strip()]
-        for action in actions:
-            txn = action.get("txn")
-            if txn and txn.get("appId") == APP_ID:
-                watermark = int(txn["version"])
-                commit_info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
-                head = TableHead.from_commit(version, watermark, commit_info) if version == versions[-1] else None
-                return LogPeek(exists=True, version=versions[-1], loaded_watermark=watermark, head=head)
-    return None
+    return table.transaction_version(APP_ID)
 
 
 def read_table_state(location: Location) -> DeltaTableState:
@@ -315,41 +182,12 @@ def sync_table(
         watermark_before=None, watermark_after=None, uri=location.uri,
     )
     try:
-        head = plan.head if plan is not None and plan.head is not None else None
-        if head is not None and head.clone_mode == clone_mode:
-            result.watermark_before = result.watermark_after = head.watermark
-            for number, batch in enumerate(plan.batches, start=1):
-                rows = _append_in_place(entry.table, location, head, batch)
-                if rows is None:
-                    break  # delta-rs takes over below, from the table as it is now
-                result.watermark_after = head.watermark
-                result.batches_applied += 1
-                result.rows_added += rows
-                result.bytes_read += batch.size
-                result.status = "loaded"
-                if progress:
-                    progress(f"{entry.table}: batch {number}/{len(plan.batches)} ({batch.timestamp}) committed, "
-                             f"{rows} rows")
-            else:
-                result.warnings.extend(plan.warnings)
-                result.delta_version, result.total_rows = head.version, head.total_rows
-                result.columns = list(_columns(head.schema))
-                loaded = result.watermark_after
-                result.fingerprints = [fp.fingerprint for fp in entry.fingerprints
-                                       if loaded is not None and fp.starts_at <= loaded]
-                result.duration_s = time.monotonic() - started
-                return result
-            plan = None  # re-planned from the savepoint delta-rs reads
-        # With its files: the commits below and the row count at the end reuse this one log read.
+        # With its files: the commits below refresh this handle, and the row count at the end reads it.
         table = open_table(location, without_files=False)
         _check_clone_mode(entry.table, location, table, clone_mode)
-        if table is not None and plan is not None and plan.loaded_version == table.version():
-            _remember_watermark(table, plan.loaded_watermark)  # planned on this very version
-        if result.status != "loaded":
-            result.watermark_before = loaded_watermark(table)
-        result.watermark_after = loaded_watermark(table)
-        if plan is None or plan.loaded_watermark != result.watermark_after:
-            plan = plan_table(entry, result.watermark_after)
+        result.watermark_before = result.watermark_after = loaded_watermark(table)
+        if plan is None or plan.loaded_watermark != result.watermark_before:
+            plan = plan_table(entry, result.watermark_before)
         result.warnings.extend(plan.warnings)
         if progress and plan.batches:
             progress(f"{entry.table}: {len(plan.batches)} pending batches, {plan.pending_files} files, "
@@ -375,10 +213,10 @@ def sync_table(
 
 
 def _finish(result: TableSyncResult, entry: ManifestEntry, table: DeltaTable | None) -> None:
-    """Version, row count and schema from the table in hand: no second log read."""
+    """Version, row count and schema from the refreshed handle: no second log read."""
     if table is not None:
-        result.delta_version = _head_version(table)
-        result.total_rows = _row_count(table) + getattr(table, "_gw_rows_since", 0)
+        result.delta_version = table.version()
+        result.total_rows = _row_count(table)
         result.columns = list(_columns(_arrow_schema(table)))
     loaded = result.watermark_after
     result.fingerprints = [
@@ -400,23 +238,7 @@ def _apply_batch(
         if table is not None and (loaded_watermark(table) or -1) >= batch.timestamp:
             return table, False, 0  # another writer committed it: exactly once
         if table is not None:
-            delta_schema = _arrow_schema(table)
-            _check_types(table_name, delta_schema, dataset.schema, batch)
-            if not _new_columns(delta_schema, dataset.schema):
-                # The common case: an append with the table's columns. Data files and the commit file
-                # are written here, without delta-rs' per-commit reads (see _put_commit).
-                before = _head_version(table)
-                try:
-                    actions, rows = _write_data_files(location, dataset, delta_schema)
-                    head = _head_after(table, before + 1, batch.timestamp, delta_schema, rows, "deep")
-                    _put_commit(location, before + 1, _commit_lines(table_name, batch, actions, head))
-                except _CommitConflict:
-                    table = open_table(location, without_files=False)  # lost a race: the savepoint decides
-                    continue
-                _advance_head(table, before + 1, batch.timestamp, rows)
-                _checkpoint_if_due(table)
-                return table, True, rows
-            _caught_up(table)  # delta-rs writes the schema change: it needs the current snapshot
+            _check_types(table_name, _arrow_schema(table), dataset.schema, batch)
         counter = _RowCounter()
         reader = pa.RecordBatchReader.from_batches(
             dataset.schema, counter.count(dataset.to_batches(batch_size=READ_BATCH_ROWS))
@@ -427,7 +249,6 @@ def _apply_batch(
             app_transactions=[Transaction(APP_ID, batch.timestamp)],
             max_commit_retries=0,  # a concurrent commit must make us re-check the savepoint, not rebase
         )
-        before = table.version() if table is not None else -1
         try:
             write_deltalake(
                 table if table is not None else location.delta_uri,
@@ -447,7 +268,7 @@ def _apply_batch(
                 table = open_table(location, without_files=False)  # another writer created the table first
                 continue
             raise
-        table = _after_commit(location, table, batch, before)
+        table = open_table(location, without_files=False) if table is None else _refreshed(table)
         return table, True, counter.rows
     raise RuntimeError(
         f"Table {table_name!r}: batch {batch.timestamp} lost {MAX_COMMIT_ATTEMPTS} commit races in a row; "
@@ -478,7 +299,6 @@ def _apply_batch_shallow(
             max_commit_retries=0,  # a concurrent commit must make us re-check the savepoint, not rebase
         )
         try:
-            before = -1
             if table is None:
                 create_table_with_add_actions(
                     location.delta_uri, DeltaSchema.from_arrow(batch_schema), actions, mode="error",
@@ -491,7 +311,6 @@ def _apply_batch_shallow(
                 _check_types(table_name, delta_schema, batch_schema, batch)
                 new_columns = _new_columns(delta_schema, batch_schema)
                 if new_columns:
-                    _caught_up(table)
                     # An add-actions commit cannot carry a schema change (delta-rs keeps the old
                     # metadata), so new columns get their own idempotent commit just before.
                     table.alter.add_columns(
@@ -502,13 +321,10 @@ def _apply_batch_shallow(
                     )
                     table = _refreshed(table)
                     delta_schema = _arrow_schema(table)
-                before = _head_version(table)
-                head = _head_after(table, before + 1, batch.timestamp, delta_schema, rows, "shallow")
-                _put_commit(location, before + 1, _commit_lines(table_name, batch, actions, head))
-                _advance_head(table, before + 1, batch.timestamp, rows)
-                _checkpoint_if_due(table)
-                return table, True, rows
-        except (CommitFailedError, _CommitConflict):
+                table.create_write_transaction(actions, mode="append", schema=delta_schema,
+                                               commit_properties=properties,
+                                               post_commithook_properties=_hooks(table))
+        except CommitFailedError:
             table = open_table(location, without_files=False)  # lost a race: reload, then the savepoint decides
             continue
         except Exception as exc:
@@ -516,140 +332,12 @@ def _apply_batch_shallow(
                 table = open_table(location, without_files=False)  # another writer created the table first
                 continue
             raise
-        table = _after_commit(location, table, batch, before)
+        table = open_table(location, without_files=False) if table is None else _refreshed(table)
         return table, True, rows
     raise RuntimeError(
         f"Table {table_name!r}: batch {batch.timestamp} lost {MAX_COMMIT_ATTEMPTS} commit races in a row; "
         "another writer keeps committing to this table. Run again once it has finished."
     )
-
-
-class _CommitConflict(Exception):
-    """Another writer created the commit file first."""
-
-
-def _commit_lines(table_name: str, batch: PendingBatch, actions: list[AddAction], head: TableHead) -> bytes:
-    """One append as a Delta commit file: commitInfo (our metadata, and ``head``: the table as this
-    commit leaves it), the add actions and the app transaction: the actions delta-rs writes for an
-    append."""
-    commit_info = {"timestamp": int(time.time() * 1000), "operation": "WRITE",
-                   "operationParameters": {"mode": "Append", "partitionBy": "[]"},
-                   "engineInfo": "guidewire-pipeline", "gw_watermark": str(batch.timestamp),
-                   "gw_fingerprint": batch.fingerprint, "gw_table": table_name, **head.commit_fields()}
-    lines = [{"commitInfo": commit_info}]
-    lines += [{"add": {"path": a.path, "partitionValues": {}, "size": a.size, "modificationTime": a.modification_time,
-                       "dataChange": True, "stats": a.stats}} for a in actions]
-    lines.append({"txn": {"appId": APP_ID, "version": batch.timestamp, "lastUpdated": commit_info["timestamp"]}})
-    return "\n".join(json.dumps(line, separators=(",", ":")) for line in lines).encode() + b"\n"
-
-
-def _put_commit(location: Location, version: int, payload: bytes) -> None:
-    """Write commit ``version`` only if no writer has: a conditional PUT (If-None-Match) on S3, a
-    no-replace link locally. One request, where delta-rs' commit costs seven on S3 (its conflict
-    check, put, post-commit reads and the handle's refresh). Raises ``_CommitConflict``."""
-    target = location.join("_delta_log", f"{version:020d}.json")
-    if location.is_s3:
-        client = _s3_client(S3Settings.from_env())
-        try:
-            client.put_object(Bucket=target.bucket, Key=target.key, Body=payload, IfNoneMatch="*")
-        except client.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise _CommitConflict(target.uri) from exc
-            raise
-        return
-    temporary = location.join("_delta_log", f".{version:020d}.json.{uuid.uuid4().hex}.tmp")
-    with open(temporary.path, "wb") as handle:
-        handle.write(payload)
-    try:
-        os.link(temporary.path, target.path)  # fails if the commit exists: never overwrites
-    except FileExistsError as exc:
-        raise _CommitConflict(target.uri) from exc
-    finally:
-        os.unlink(temporary.path)
-
-
-def _head_after(table: DeltaTable, version: int, watermark: int, schema: pa.Schema, rows: int,
-                clone_mode: CloneMode) -> TableHead:
-    """The head a commit on the ``table`` handle leaves: its row count is counted once per handle."""
-    if not hasattr(table, "_gw_rows_base"):
-        table._gw_rows_base = _row_count(table) if table.version() == _head_version(table) else None  # type: ignore[attr-defined]
-    base = table._gw_rows_base  # type: ignore[attr-defined]
-    total = (base if base is not None else _row_count(_caught_up(table))) + getattr(table, "_gw_rows_since", 0) + rows
-    interval = int(table.metadata().configuration.get("delta.checkpointInterval") or 100)
-    return TableHead(version, watermark, schema, total, clone_mode, interval)
-
-
-def _append_in_place(table_name: str, location: Location, head: TableHead, batch: PendingBatch) -> int | None:
-    """Append ``batch`` after ``head`` without opening the table with delta-rs: data files (deep) or
-    footers (shallow), then one conditional commit. Moves ``head`` and returns the rows, or returns
-    None when delta-rs must take over: new columns, or another writer committed first."""
-    if head.clone_mode == "shallow":
-        footers = _read_footers(table_name, batch)
-        batch_schema = _unified_schema(table_name, batch, [schema for schema, _ in footers])
-    else:
-        dataset = _batch_dataset(table_name, batch)
-        batch_schema = dataset.schema
-    _check_types(table_name, head.schema, batch_schema, batch)
-    if _new_columns(head.schema, batch_schema):
-        return None
-    if head.clone_mode == "shallow":
-        rows = sum(metadata.num_rows for _, metadata in footers)
-        actions = [AddAction(_absolute_uri(f.location), f.size, {}, int(time.time() * 1000), True,
-                             _file_stats(batch_schema, schema, metadata))
-                   for f, (schema, metadata) in zip(batch.files, footers, strict=True)]
-    else:
-        actions, rows = _write_data_files(location, dataset, head.schema)
-    after = TableHead(head.version + 1, batch.timestamp, head.schema, head.total_rows + rows, head.clone_mode,
-                      head.checkpoint_interval)
-    try:
-        _put_commit(location, after.version, _commit_lines(table_name, batch, actions, after))
-    except _CommitConflict:
-        return None
-    head.version, head.watermark, head.total_rows = after.version, after.watermark, after.total_rows
-    if head.version % head.checkpoint_interval == head.checkpoint_interval - 1:
-        table = open_table(location)  # a checkpoint needs delta-rs' state: once per interval
-        if table is not None:
-            table.create_checkpoint()
-            table.cleanup_metadata()
-    return rows
-
-
-def _write_data_files(location: Location, dataset: ds.Dataset, delta_schema: pa.Schema) -> tuple[list[AddAction], int]:
-    """Stream the batch into parquet files under the table root (a new file past
-    ``TARGET_FILE_BYTES``), cast to the table's types; the add actions carry statistics taken from
-    each written file's footer. Returns the actions and the rows written."""
-    by_name = {f.name.lower(): f for f in delta_schema}
-    target = pa.schema([by_name[f.name.lower()].with_name(f.name).with_nullable(True) for f in dataset.schema])
-    filesystem = location.filesystem()
-    if not location.is_s3:
-        os.makedirs(location.path, exist_ok=True)
-    actions: list[AddAction] = []
-    rows = 0
-    batches = dataset.to_batches(batch_size=READ_BATCH_ROWS)
-    pending = next(batches, None)
-    while pending is not None:
-        name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
-        with filesystem.open_output_stream(location.join(name).fs_path) as sink:
-            writer = pq.ParquetWriter(sink, target, compression="snappy")
-            while pending is not None and sink.tell() < TARGET_FILE_BYTES:
-                writer.write_batch(pending.cast(target))
-                rows += pending.num_rows
-                pending = next(batches, None)
-            writer.close()
-            size = sink.tell()
-        metadata = writer.writer.metadata
-        actions.append(AddAction(name, size, {}, int(time.time() * 1000), True,
-                                 _file_stats(target, target, metadata)))
-    return actions, rows
-
-
-def _checkpoint_if_due(table: DeltaTable) -> None:
-    """The checkpoint delta-rs' post-commit hook would write, for commits written by ``_put_commit``."""
-    interval = int(table.metadata().configuration.get("delta.checkpointInterval") or 100)
-    head = _head_version(table)
-    if head > 0 and head % interval == interval - 1:
-        _caught_up(table).create_checkpoint()
-        table.cleanup_metadata()  # expired logs only (30 days by default), as delta-rs does after a checkpoint
 
 
 def _read_footers(table_name: str, batch: PendingBatch) -> list[tuple[pa.Schema, pq.FileMetaData]]:
@@ -671,6 +359,8 @@ def _read_footers(table_name: str, batch: PendingBatch) -> list[tuple[pa.Schema,
         return list(pool.map(footer, batch.files))
 
 
+
+
 def read_parquet_footer(location: Location, size: int) -> tuple[pa.Schema, pq.FileMetaData]:
     """A parquet file's schema and metadata from its tail: one read of ``FOOTER_GUESS`` bytes, and
     a second only when the footer is larger than that."""
@@ -683,6 +373,8 @@ def read_parquet_footer(location: Location, size: int) -> tuple[pa.Schema, pq.Fi
     # Only the footer is parsed; the data pages before it are never needed.
     parquet = pq.ParquetFile(pa.BufferReader(b"PAR1" + tail[-(footer_length + 8):]))
     return parquet.schema_arrow, parquet.metadata
+
+
 
 
 def _unified_schema(table_name: str, batch: PendingBatch, schemas: list[pa.Schema]) -> pa.Schema:
@@ -829,6 +521,8 @@ def _batch_dataset(table_name: str, batch: PendingBatch) -> ds.Dataset:
     return ds.FileSystemDataset(fragments, unified, parquet, filesystem)
 
 
+
+
 def _check_types(table_name: str, delta_schema: pa.Schema, batch_schema: pa.Schema, batch: PendingBatch) -> None:
     existing = {f.name.lower(): f for f in delta_schema}
     for new in batch_schema:
@@ -868,28 +562,6 @@ def _row_count(table: DeltaTable) -> int:
     return int(pc.sum(actions["num_records"]).as_py() or 0)
 
 
-def _hooks(table: DeltaTable | None) -> PostCommitHookProperties:
-    """Checkpoints as configured; expired-log cleanup only on checkpoint commits, since it lists the
-    whole ``_delta_log`` (a cost that grows with the table's age) every time it runs."""
-    if table is None:
-        return PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
-    interval = int(table.metadata().configuration.get("delta.checkpointInterval") or 100)
-    return PostCommitHookProperties(create_checkpoint=True,
-                                    cleanup_expired_logs=(table.version() + 1) % interval == 0)
-
-
-def _after_commit(location: Location, table: DeltaTable | None, batch: PendingBatch, before: int) -> DeltaTable:
-    """The table after our commit of ``batch`` on version ``before``. When the refresh saw only that
-    commit, its savepoint is known without a log replay."""
-    if table is None:
-        table = open_table(location, without_files=False)
-    elif table.version() != before + 1:
-        table = _refreshed(table)  # create_write_transaction leaves the handle on the old version
-    if table.version() == before + 1:
-        _remember_watermark(table, batch.timestamp)
-    return table
-
-
 def _refreshed(table: DeltaTable) -> DeltaTable:
     table.update_incremental()
     return table
@@ -903,6 +575,16 @@ class _RowCounter:
         for record_batch in batches:
             self.rows += record_batch.num_rows
             yield record_batch
+
+
+def _hooks(table: DeltaTable | None) -> PostCommitHookProperties:
+    """Checkpoints as configured; expired-log cleanup only on checkpoint commits, since it lists the
+    whole ``_delta_log`` (a cost that grows with the table's age) every time it runs."""
+    if table is None:
+        return PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
+    interval = int(table.metadata().configuration.get("delta.checkpointInterval") or 100)
+    return PostCommitHookProperties(create_checkpoint=True,
+                                    cleanup_expired_logs=(table.version() + 1) % interval == 0)
 
 
 def raw_dataset(location: Location) -> ds.Dataset:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 import pyarrow.parquet as pq
 
@@ -53,8 +52,6 @@ class LoadPlan:
     batches: list[PendingBatch]
     warnings: list[str] = field(default_factory=list)
     listed: list[str] = field(default_factory=list)  # every folder listed, in order (one request each on S3)
-    loaded_version: int | None = None  # the Delta version the loaded watermark was read from, if known
-    head: Any = None  # delta_writer.TableHead from the newest commit, when it carries one
 
     @property
     def target_watermark(self) -> int | None:

@@ -28,7 +28,6 @@ from guidewire_pipeline.cda.delta_writer import (
     TableSyncResult,
     loaded_watermark,
     open_table,
-    peek_loaded_watermark,
     sync_table,
 )
 from guidewire_pipeline.cda.load_plan import LoadPlan, plan_table
@@ -39,13 +38,12 @@ Progress = Callable[[str], None]
 _ray_lock = threading.Lock()
 
 
-# Up to this much pending parquet, a run without a cluster address loads on threads in the driver.
-# On one machine a local Ray only adds cost: 5-14 s to start on 2 cores, worker processes that import
-# pyarrow and deltalake again, and about 1 GB of RSS for its own processes; pyarrow and delta-rs
-# release the GIL, so threads keep the cores busy (figures: benchmarks/README_SECTION.md, Ray and
-# Memory). Above it, a local Ray's process isolation is worth its cost. With an address, Ray is
-# always used: that is where it pays, with more machines than one.
-DRIVER_MAX_BYTES = 8 * 2**30
+# Heavy work runs on Ray: local by default, a cluster with RAY_ADDRESS. A run without a cluster
+# address whose pending parquet is at most this size loads on threads in the driver instead: a local
+# Ray takes 4-8 s to start on 2 cores, about what loading 256 MB takes (~40 MB/s measured in
+# benchmarks/), so below that Ray would cost more than the work. pyarrow and delta-rs release the
+# GIL, so the threads use every core. Tune with the I/O manager's `driver_max_bytes` (0: always Ray).
+DRIVER_MAX_BYTES = 256 * 2**20
 SHALLOW_THREADS = 8  # shallow loads wait on storage (footers, commits), not on CPU
 
 
@@ -115,25 +113,19 @@ def sync_tables(
 def _settle(entries: list[ManifestEntry], delta_root: str) -> list[TableSyncResult | LoadPlan]:
     """For each entry: an ``up_to_date`` result when nothing is pending, else its load plan.
 
-    A table at its manifest watermark costs one small log read (``peek_loaded_watermark``: on S3
-    two GETs and one LIST, whatever the table's age) and no listing; a table behind costs its
-    listing, which the Ray task then reuses. Reads run on threads: they wait on storage."""
+    A table at its manifest watermark costs one small log read (delta-rs opens it from its last
+    checkpoint: at most 9 commit files, see ``TABLE_CONFIGURATION``) and no listing; a table behind
+    costs its listing, which the load then reuses. Reads run on threads: they wait on storage."""
 
     def settle(entry: ManifestEntry) -> TableSyncResult | LoadPlan:
         started = time.monotonic()
         location = raw_table_location(delta_root, entry.table)
         try:
-            peek = peek_loaded_watermark(location)
-            if peek is not None:
-                watermark, version = peek.loaded_watermark, peek.version
-            else:  # the newest commits do not say: ask delta-rs (a log replay)
-                table = open_table(location)
-                watermark = loaded_watermark(table)
-                version = table.version() if table is not None else None
+            table = open_table(location)
+            watermark = loaded_watermark(table)
+            version = table.version() if table is not None else None
             if watermark is None or watermark < entry.manifest_watermark:
                 plan = plan_table(entry, watermark)
-                plan.loaded_version = version
-                plan.head = peek.head if peek is not None else None
                 if not plan.is_empty:
                     return plan
         except Exception as exc:  # the table's own problem: report it, keep the others going

@@ -12,8 +12,9 @@ from deltalake import DeltaTable
 
 from guidewire_pipeline.cda.delta_writer import APP_ID
 from guidewire_pipeline.cda.storage import Location
-from guidewire_pipeline.raw.assets import cda_raw, raw_checks
+from guidewire_pipeline.raw.assets import RAW_IO_MANAGER_KEY, cda_raw, raw_checks
 from guidewire_pipeline.raw.defs import build_resources
+from guidewire_pipeline.raw.io_manager import RayDeltaIOManager
 from guidewire_pipeline.raw.partitions import GUIDEWIRE_TABLES, RAW_ASSET_KEY
 from guidewire_pipeline.sample.generator import advance, generate
 from guidewire_pipeline.settings import Settings
@@ -28,8 +29,14 @@ def settings_for(manifest_uri: str, delta_root: str) -> Settings:
                     databricks_host=None)
 
 
+def ray_resources(settings: Settings) -> dict:
+    """The definitions' resources, with every load on Ray (sample data is below the in-driver size)."""
+    return {**build_resources(settings),
+            RAW_IO_MANAGER_KEY: RayDeltaIOManager(delta_root=settings.delta_root, driver_max_bytes=0)}
+
+
 def materialize(instance, settings: Settings, partition_key: str | None = None, tags: dict | None = None):
-    return dg.materialize([cda_raw, *raw_checks], instance=instance, resources=build_resources(settings),
+    return dg.materialize([cda_raw, *raw_checks], instance=instance, resources=ray_resources(settings),
                           partition_key=partition_key, tags=tags, raise_on_error=False)
 
 
