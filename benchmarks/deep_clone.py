@@ -102,7 +102,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             {"run": "floor: pyarrow read + write parquet", "s": floor["s"], "x_floor": 1.0, "rows": floor["rows"]},
             {"run": "floor, one output file per CDA folder", "s": per_folder["s"],
              "x_floor": per_folder["s"] / floor["s"], "rows": per_folder["rows"]},
-            {"run": "deep clone (engine default: driver threads)", "s": deep["run_s"],
+            {"run": "deep clone (engine default: Ray above driver_max_bytes)", "s": deep["run_s"],
              "x_floor": deep["run_s"] / floor["s"], "ray_start_s": deep["ray_start_s"],
              "x_floor_without_ray_start": (deep["run_s"] - deep["ray_start_s"]) / floor["s"],
              "rows": deep["rows_added"], "process_s": deep["wall_s"]},

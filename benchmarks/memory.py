@@ -57,7 +57,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         manifest = str(tmp / "cda" / "manifest.json")
         figures = []
         for name, kwargs in (("local Ray, 2 workers", {"driver_max_bytes": 0}),
-                             ("driver threads (engine default without RAY_ADDRESS)", {"driver_max_bytes": 2**40})):
+                             ("driver threads (driver_max_bytes above the table)", {"driver_max_bytes": 2**40})):
             result = _measured(manifest, str(tmp / f"delta-{len(figures)}"), num_cpus=2, **kwargs)
             figures.append({"run": name, "peak_rss_mb": result["peak_rss_mb"], "peak_pss_mb": result["peak_pss_mb"],
                             "run_s": result["run_s"],

@@ -112,7 +112,8 @@ def test_vacuum_is_refused_on_shallow_tables_and_allowed_on_deep_ones(sample_cda
 def test_readers_of_a_shallow_table(sample_cda: Path, tmp_path: Path):
     """What the README's readers table says: QueryBuilder and raw_dataset (pyarrow, and polars on
     top of it) read a shallow table; DeltaTable.to_pyarrow_dataset, and so Ray's read_delta and
-    polars' scan_delta, do not (they join the absolute paths onto the table root)."""
+    polars' scan_delta, do not (they join the absolute paths onto the table root), nor does
+    load_cdf, which the bronze notebook uses."""
     manifest = read_manifest(str(sample_cda / "manifest.json"))
     sync_tables([manifest.entries["cc_claim"]], str(tmp_path / "delta"), clone_mode="shallow")
     location = Location.parse(str(tmp_path / "delta" / "raw" / "cc_claim"))
@@ -124,6 +125,8 @@ def test_readers_of_a_shallow_table(sample_cda: Path, tmp_path: Path):
     assert dataset.to_table(columns=["severity"])["severity"].null_count > 0  # first schema's rows
     with pytest.raises(FileNotFoundError):
         DeltaTable(location.path).to_pyarrow_dataset().to_table()
+    with pytest.raises(Exception, match="Failed to fetch metadata"):  # noqa: B017 - bronze's reader
+        DeltaTable(location.path).load_cdf(starting_version=0).read_all()
     polars = pytest.importorskip("polars")
     assert polars.scan_pyarrow_dataset(dataset).select(polars.len()).collect().item() == len(expected)
     with pytest.raises(Exception):  # noqa: B017 - polars raises its own FileNotFoundError flavour
