@@ -253,7 +253,9 @@ def _apply_batch(
             write_deltalake(
                 table if table is not None else location.delta_uri,
                 reader,
-                mode="append",
+                # Creating is exclusive: had another writer created the table since we looked, an
+                # append to the URI would land this batch on top of theirs without any savepoint check.
+                mode="append" if table is not None else "error",
                 schema_mode="merge",
                 storage_options=None if table is not None else location.delta_storage_options(),
                 configuration=None if table is not None else TABLE_CONFIGURATION,

@@ -7,6 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from deltalake import DeltaTable
 
 from guidewire_pipeline.cda.delta_writer import APP_ID, _apply_batch, open_table, sync_table
@@ -88,3 +89,17 @@ def test_a_stale_writer_never_commits_a_batch_twice(sample_cda: Path, tmp_path: 
     assert (applied, rows) == (False, 0)
     assert table.version() == len(committed_folders(sample_cda, "cc_contact")) - 1
     assert_exactly_once(sample_cda, "cc_contact", Path(location.path))
+
+
+@pytest.mark.parametrize("clone_mode", ["deep", "shallow"])
+def test_a_writer_that_saw_no_table_never_writes_the_first_batch_twice(sample_cda: Path, tmp_path: Path,
+                                                                         clone_mode: str):
+    entry = read_manifest(str(sample_cda / "manifest.json")).entries["pc_policyline"]
+    location = Location.parse(str(tmp_path / "raw" / "pc_policyline"))
+    first_batch = plan_table(entry, None).batches[0]
+    sync_table(entry, location, clone_mode=clone_mode)  # another writer created the table meanwhile
+    table, applied, rows = _apply_batch("pc_policyline", location, None, first_batch, clone_mode)
+    assert (applied, rows) == (False, 0)
+    assert DeltaTable(location.path).version() == len(committed_folders(sample_cda, "pc_policyline")) - 1
+    if clone_mode == "deep":
+        assert_exactly_once(sample_cda, "pc_policyline", Path(location.path))
