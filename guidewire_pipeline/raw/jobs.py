@@ -14,7 +14,7 @@ import dagster as dg
 from pydantic import Field
 
 from guidewire_pipeline.raw.io_manager import RayDeltaIOManager
-from guidewire_pipeline.raw.observability import evaluate_checks, sync_metadata
+from guidewire_pipeline.raw.observability import checks_after_sync, sync_metadata
 from guidewire_pipeline.raw.partitions import GUIDEWIRE_TABLES, RAW_ASSET_KEY
 from guidewire_pipeline.raw.resources import CdaSource
 
@@ -70,7 +70,7 @@ def sync_raw(
         if result.status == "loaded":
             context.log_event(dg.AssetMaterialization(
                 asset_key=RAW_ASSET_KEY, partition=result.table, metadata=sync_metadata(result)))
-            for outcome in evaluate_checks(manifest.entries[result.table], raw_io_manager.delta_root):
+            for outcome in checks_after_sync(manifest.entries[result.table], raw_io_manager.delta_root, result):
                 context.log_event(dg.AssetCheckEvaluation(
                     asset_key=RAW_ASSET_KEY, check_name=outcome.name, passed=outcome.passed,
                     severity=dg.AssetCheckSeverity.WARN, description=outcome.description,

@@ -61,19 +61,25 @@ class CheckOutcome:
     metadata: dict[str, Any]
 
 
-def evaluate_checks(entry: ManifestEntry, delta_root: str, state: DeltaTableState | None = None) -> list[CheckOutcome]:
-    """The three checks of one raw table against its manifest entry. WARN severity: they inform."""
+def evaluate_checks(entry: ManifestEntry, delta_root: str, state: DeltaTableState | None = None,
+                    pending_batches: int | None = None) -> list[CheckOutcome]:
+    """The three checks of one raw table against its manifest entry. WARN severity: they inform.
+
+    ``state`` and ``pending_batches`` may come from a sync that just ran (see ``checks_after_sync``);
+    otherwise the table's log is read and its pending folders listed."""
     location = raw_table_location(delta_root, entry.table)
     state = state or read_table_state(location)
-    plan = plan_table(entry, state.loaded_watermark)
+    if pending_batches is None:
+        pending_batches = len(plan_table(entry, state.loaded_watermark).batches)
+    caught = pending_batches == 0
     lag = None if state.loaded_watermark is None else max(entry.manifest_watermark - state.loaded_watermark, 0)
     caught_up = CheckOutcome(
-        CHECK_CAUGHT_UP, plan.is_empty,
-        "No committed CDA folder is waiting." if plan.is_empty
-        else f"{len(plan.batches)} committed CDA batches are not loaded yet.",
+        CHECK_CAUGHT_UP, caught,
+        "No committed CDA folder is waiting." if caught
+        else f"{pending_batches} committed CDA batches are not loaded yet.",
         {"loaded_watermark": _int_or_none(state.loaded_watermark),
          "manifest_watermark": dg.MetadataValue.int(entry.manifest_watermark),
-         "pending_batches": dg.MetadataValue.int(len(plan.batches)),
+         "pending_batches": dg.MetadataValue.int(pending_batches),
          "lag_ms": _int_or_none(lag)},
     )
     delta_rows = state.total_rows or 0
@@ -96,3 +102,11 @@ def evaluate_checks(entry: ManifestEntry, delta_root: str, state: DeltaTableStat
          "delta_columns": dg.MetadataValue.int(len(state.columns))},
     )
     return [caught_up, records, schema]
+
+
+def checks_after_sync(entry: ManifestEntry, delta_root: str, result: TableSyncResult) -> list[CheckOutcome]:
+    """The checks of a table that ``result`` just loaded, from the sync's own figures: no second log
+    read and no listing. A successful sync loaded every pending folder of the manifest it planned from."""
+    state = DeltaTableState(exists=True, version=result.delta_version, loaded_watermark=result.watermark_after,
+                            total_rows=result.total_rows, columns=tuple(result.columns))
+    return evaluate_checks(entry, delta_root, state, pending_batches=0)
