@@ -11,16 +11,9 @@ import pyarrow as pa
 from deltalake import CommitProperties, Transaction, write_deltalake
 
 from guidewire_pipeline.cda.storage import Location
+from guidewire_pipeline.sample.generator import CDC_SCHEMA
 
-CDC_FIELDS = [
-    pa.field("gwcbi___seqval_hex", pa.string()),
-    pa.field("gwcbi___operation", pa.int32()),
-    pa.field("gwcbi___connector_ts_ms", pa.int64()),
-    pa.field("gwcbi___payload_ts_ms", pa.int64()),
-    pa.field("gwcbi___lsn", pa.int64()),
-    pa.field("gwcbi___seqval", pa.int64()),
-    pa.field("gwcbi___tx_id", pa.int64()),
-]
+CDC_FIELDS = CDC_SCHEMA  # the change columns exactly as the sample generator writes them
 
 INSERT, DELETE, UPDATE, INSERT_2 = 0, 1, 4, 2
 
