@@ -224,108 +224,34 @@ def _finish(result: TableSyncResult, entry: ManifestEntry, table: DeltaTable | N
     ]
 
 
+# Writes one batch against ``table`` (None: create it) with the given commit properties; returns rows.
+BatchWrite = Callable[[DeltaTable | None, CommitProperties], int]
+
+
 def _apply_batch(
     table_name: str, location: Location, table: DeltaTable | None, batch: PendingBatch, clone_mode: CloneMode
 ) -> tuple[DeltaTable, bool, int]:
     """Commit one CDA batch exactly once. Returns the refreshed table, whether this call committed
     it, and the rows it wrote."""
     if clone_mode == "shallow":
-        return _apply_batch_shallow(table_name, location, table, batch)
-    if clone_mode != "deep":
+        write = _shallow_write(table_name, location, batch)
+    elif clone_mode == "deep":
+        write = _deep_write(table_name, location, batch)
+    else:
         raise ValueError(f"clone_mode {clone_mode!r} is not supported: use 'deep' or 'shallow'.")
-    dataset = _batch_dataset(table_name, batch)
-    for _attempt in range(MAX_COMMIT_ATTEMPTS):
-        if table is not None and (loaded_watermark(table) or -1) >= batch.timestamp:
-            return table, False, 0  # another writer committed it: exactly once
-        if table is not None:
-            _check_types(table_name, _arrow_schema(table), dataset.schema, batch)
-        counter = _RowCounter()
-        reader = pa.RecordBatchReader.from_batches(
-            dataset.schema, counter.count(dataset.to_batches(batch_size=READ_BATCH_ROWS))
-        )
-        properties = CommitProperties(
-            custom_metadata={"gw_watermark": str(batch.timestamp), "gw_fingerprint": batch.fingerprint,
-                             "gw_table": table_name},
-            app_transactions=[Transaction(APP_ID, batch.timestamp)],
-            max_commit_retries=0,  # a concurrent commit must make us re-check the savepoint, not rebase
-        )
-        try:
-            write_deltalake(
-                table if table is not None else location.delta_uri,
-                reader,
-                # Creating is exclusive: had another writer created the table since we looked, an
-                # append to the URI would land this batch on top of theirs without any savepoint check.
-                mode="append" if table is not None else "error",
-                schema_mode="merge",
-                storage_options=None if table is not None else location.delta_storage_options(),
-                configuration=None if table is not None else TABLE_CONFIGURATION,
-                commit_properties=properties,
-                post_commithook_properties=_hooks(table),
-            )
-        except CommitFailedError:
-            table = open_table(location, without_files=False)  # lost a race: reload, then the savepoint decides
-            continue
-        except Exception as exc:
-            if table is None and "already exists" in str(exc).lower():
-                table = open_table(location, without_files=False)  # another writer created the table first
-                continue
-            raise
-        table = open_table(location, without_files=False) if table is None else _refreshed(table)
-        return table, True, counter.rows
-    raise RuntimeError(
-        f"Table {table_name!r}: batch {batch.timestamp} lost {MAX_COMMIT_ATTEMPTS} commit races in a row; "
-        "another writer keeps committing to this table. Run again once it has finished."
-    )
-
-
-def _apply_batch_shallow(
-    table_name: str, location: Location, table: DeltaTable | None, batch: PendingBatch
-) -> tuple[DeltaTable, bool, int]:
-    """The shallow twin of ``_apply_batch``: one commit of add actions that point at the batch's
-    files in place, with the same app transaction, commit metadata and reload-on-conflict loop."""
-    footers = _read_footers(table_name, batch)
-    batch_schema = _unified_schema(table_name, batch, [schema for schema, _ in footers])
-    rows = sum(metadata.num_rows for _, metadata in footers)
-    actions = [
-        AddAction(_absolute_uri(data_file.location), data_file.size, {}, int(time.time() * 1000), True,
-                  _file_stats(batch_schema, schema, metadata))
-        for data_file, (schema, metadata) in zip(batch.files, footers, strict=True)
-    ]
+    metadata = {"gw_watermark": str(batch.timestamp), "gw_fingerprint": batch.fingerprint, "gw_table": table_name}
+    if clone_mode == "shallow":
+        metadata["gw_clone_mode"] = "shallow"
     for _attempt in range(MAX_COMMIT_ATTEMPTS):
         if table is not None and (loaded_watermark(table) or -1) >= batch.timestamp:
             return table, False, 0  # another writer committed it: exactly once
         properties = CommitProperties(
-            custom_metadata={"gw_watermark": str(batch.timestamp), "gw_fingerprint": batch.fingerprint,
-                             "gw_table": table_name, "gw_clone_mode": "shallow"},
+            custom_metadata=metadata,
             app_transactions=[Transaction(APP_ID, batch.timestamp)],
             max_commit_retries=0,  # a concurrent commit must make us re-check the savepoint, not rebase
         )
         try:
-            if table is None:
-                create_table_with_add_actions(
-                    location.delta_uri, DeltaSchema.from_arrow(batch_schema), actions, mode="error",
-                    description=SHALLOW_DESCRIPTION, configuration=TABLE_CONFIGURATION,
-                    storage_options=location.delta_storage_options(), commit_properties=properties,
-                    post_commithook_properties=_hooks(None),
-                )
-            else:
-                delta_schema = _arrow_schema(table)
-                _check_types(table_name, delta_schema, batch_schema, batch)
-                new_columns = _new_columns(delta_schema, batch_schema)
-                if new_columns:
-                    # An add-actions commit cannot carry a schema change (delta-rs keeps the old
-                    # metadata), so new columns get their own idempotent commit just before.
-                    table.alter.add_columns(
-                        [DeltaField.from_arrow(f) for f in new_columns],
-                        commit_properties=CommitProperties(
-                            custom_metadata={"gw_schema_change": batch.fingerprint, "gw_table": table_name},
-                            max_commit_retries=0),
-                    )
-                    table = _refreshed(table)
-                    delta_schema = _arrow_schema(table)
-                table.create_write_transaction(actions, mode="append", schema=delta_schema,
-                                               commit_properties=properties,
-                                               post_commithook_properties=_hooks(table))
+            rows = write(table, properties)
         except CommitFailedError:
             table = open_table(location, without_files=False)  # lost a race: reload, then the savepoint decides
             continue
@@ -340,6 +266,75 @@ def _apply_batch_shallow(
         f"Table {table_name!r}: batch {batch.timestamp} lost {MAX_COMMIT_ATTEMPTS} commit races in a row; "
         "another writer keeps committing to this table. Run again once it has finished."
     )
+
+
+def _deep_write(table_name: str, location: Location, batch: PendingBatch) -> BatchWrite:
+    """Deep: the batch's rows streamed into new Delta data files by ``write_deltalake``."""
+    dataset = _batch_dataset(table_name, batch)
+
+    def write(table: DeltaTable | None, properties: CommitProperties) -> int:
+        if table is not None:
+            _check_types(table_name, _arrow_schema(table), dataset.schema, batch)
+        counter = _RowCounter()
+        reader = pa.RecordBatchReader.from_batches(
+            dataset.schema, counter.count(dataset.to_batches(batch_size=READ_BATCH_ROWS))
+        )
+        write_deltalake(
+            table if table is not None else location.delta_uri,
+            reader,
+            # Creating is exclusive: had another writer created the table since we looked, an
+            # append to the URI would land this batch on top of theirs without any savepoint check.
+            mode="append" if table is not None else "error",
+            schema_mode="merge",
+            storage_options=None if table is not None else location.delta_storage_options(),
+            configuration=None if table is not None else TABLE_CONFIGURATION,
+            commit_properties=properties,
+            post_commithook_properties=_hooks(table),
+        )
+        return counter.rows
+
+    return write
+
+
+def _shallow_write(table_name: str, location: Location, batch: PendingBatch) -> BatchWrite:
+    """Shallow: one commit of add actions that point at the batch's files in place (stats from the
+    footers, read once for all attempts)."""
+    footers = _read_footers(table_name, batch)
+    batch_schema = _unified_schema(table_name, batch, [schema for schema, _ in footers])
+    rows = sum(metadata.num_rows for _, metadata in footers)
+    actions = [
+        AddAction(_absolute_uri(data_file.location), data_file.size, {}, int(time.time() * 1000), True,
+                  _file_stats(batch_schema, schema, metadata))
+        for data_file, (schema, metadata) in zip(batch.files, footers, strict=True)
+    ]
+
+    def write(table: DeltaTable | None, properties: CommitProperties) -> int:
+        if table is None:
+            create_table_with_add_actions(
+                location.delta_uri, DeltaSchema.from_arrow(batch_schema), actions, mode="error",
+                description=SHALLOW_DESCRIPTION, configuration=TABLE_CONFIGURATION,
+                storage_options=location.delta_storage_options(), commit_properties=properties,
+                post_commithook_properties=_hooks(None),
+            )
+            return rows
+        delta_schema = _arrow_schema(table)
+        _check_types(table_name, delta_schema, batch_schema, batch)
+        new_columns = _new_columns(delta_schema, batch_schema)
+        if new_columns:
+            # An add-actions commit cannot carry a schema change (delta-rs keeps the old metadata),
+            # so new columns get their own idempotent commit just before.
+            table.alter.add_columns(
+                [DeltaField.from_arrow(f) for f in new_columns],
+                commit_properties=CommitProperties(
+                    custom_metadata={"gw_schema_change": batch.fingerprint, "gw_table": table_name},
+                    max_commit_retries=0),
+            )
+            delta_schema = _arrow_schema(_refreshed(table))
+        table.create_write_transaction(actions, mode="append", schema=delta_schema,
+                                       commit_properties=properties, post_commithook_properties=_hooks(table))
+        return rows
+
+    return write
 
 
 def _read_footers(table_name: str, batch: PendingBatch) -> list[tuple[pa.Schema, pq.FileMetaData]]:
