@@ -192,9 +192,10 @@ def sync_table(
         if progress and plan.batches:
             progress(f"{entry.table}: {len(plan.batches)} pending batches, {plan.pending_files} files, "
                      f"{plan.pending_bytes / 1e6:.1f} MB")
+        watermark = result.watermark_before
         for number, batch in enumerate(plan.batches, start=1):
-            table, applied, rows = _apply_batch(entry.table, location, table, batch, clone_mode)
-            result.watermark_after = loaded_watermark(table)
+            table, watermark, applied, rows = _apply_batch(entry.table, location, table, watermark, batch, clone_mode)
+            result.watermark_after = watermark
             if applied:
                 result.batches_applied += 1
                 result.rows_added += rows
@@ -224,15 +225,26 @@ def _finish(result: TableSyncResult, entry: ManifestEntry, table: DeltaTable | N
     ]
 
 
-# Writes one batch against ``table`` (None: create it) with the given commit properties; returns rows.
-BatchWrite = Callable[[DeltaTable | None, CommitProperties], int]
+# Writes one batch against ``table`` (None: create it) with the given commit properties, with no
+# commit retries, so only against the snapshot it was given. Returns the rows written and the version
+# of the batch's commit, and leaves ``table`` at that version or later.
+BatchWrite = Callable[[DeltaTable | None, CommitProperties], tuple[int, int]]
 
 
 def _apply_batch(
-    table_name: str, location: Location, table: DeltaTable | None, batch: PendingBatch, clone_mode: CloneMode
-) -> tuple[DeltaTable, bool, int]:
-    """Commit one CDA batch exactly once. Returns the refreshed table, whether this call committed
-    it, and the rows it wrote."""
+    table_name: str, location: Location, table: DeltaTable | None, watermark: int | None,
+    batch: PendingBatch, clone_mode: CloneMode,
+) -> tuple[DeltaTable, int | None, bool, int]:
+    """Commit one CDA batch exactly once.
+
+    ``watermark`` is the savepoint of ``table``'s snapshot. The loop carries it from commit to commit
+    instead of asking delta-rs again (``transaction_version`` replays the log since the checkpoint:
+    a GET per commit file on S3). That is sound because every commit here is made with no retries
+    against the snapshot that was checked: when the handle then stands exactly one version further,
+    that version is this commit and the savepoint is this batch's timestamp. Anything else (a lost
+    race, a handle that moved further) reloads the savepoint from the log.
+
+    Returns the table handle, its savepoint, whether this call committed the batch, and its rows."""
     if clone_mode == "shallow":
         write = _shallow_write(table_name, location, batch)
     elif clone_mode == "deep":
@@ -243,25 +255,32 @@ def _apply_batch(
     if clone_mode == "shallow":
         metadata["gw_clone_mode"] = "shallow"
     for _attempt in range(MAX_COMMIT_ATTEMPTS):
-        if table is not None and (loaded_watermark(table) or -1) >= batch.timestamp:
-            return table, False, 0  # another writer committed it: exactly once
+        if table is not None and (watermark or -1) >= batch.timestamp:
+            return table, watermark, False, 0  # another writer committed it: exactly once
         properties = CommitProperties(
             custom_metadata=metadata,
             app_transactions=[Transaction(APP_ID, batch.timestamp)],
             max_commit_retries=0,  # a concurrent commit must make us re-check the savepoint, not rebase
         )
         try:
-            rows = write(table, properties)
+            rows, own_version = write(table, properties)
         except CommitFailedError:
             table = open_table(location, without_files=False)  # lost a race: reload, then the savepoint decides
+            watermark = loaded_watermark(table)
             continue
         except Exception as exc:
             if table is None and "already exists" in str(exc).lower():
                 table = open_table(location, without_files=False)  # another writer created the table first
+                watermark = loaded_watermark(table)
                 continue
             raise
-        table = open_table(location, without_files=False) if table is None else _refreshed(table)
-        return table, True, rows
+        if table is None:
+            table = open_table(location, without_files=False)
+        if table is None or table.version() != own_version:
+            watermark = loaded_watermark(table)  # others committed after us: read the savepoint from the log
+        else:
+            watermark = batch.timestamp
+        return table, watermark, True, rows
     raise RuntimeError(
         f"Table {table_name!r}: batch {batch.timestamp} lost {MAX_COMMIT_ATTEMPTS} commit races in a row; "
         "another writer keeps committing to this table. Run again once it has finished."
@@ -272,7 +291,7 @@ def _deep_write(table_name: str, location: Location, batch: PendingBatch) -> Bat
     """Deep: the batch's rows streamed into new Delta data files by ``write_deltalake``."""
     dataset = _batch_dataset(table_name, batch)
 
-    def write(table: DeltaTable | None, properties: CommitProperties) -> int:
+    def write(table: DeltaTable | None, properties: CommitProperties) -> tuple[int, int]:
         if table is not None:
             _check_types(table_name, _arrow_schema(table), dataset.schema, batch)
         counter = _RowCounter()
@@ -291,7 +310,8 @@ def _deep_write(table_name: str, location: Location, batch: PendingBatch) -> Bat
             commit_properties=properties,
             post_commithook_properties=_hooks(table),
         )
-        return counter.rows
+        # write_deltalake moves the handle it was given to the version it committed.
+        return counter.rows, table.version() if table is not None else 0
 
     return write
 
@@ -308,7 +328,7 @@ def _shallow_write(table_name: str, location: Location, batch: PendingBatch) -> 
         for data_file, (schema, metadata) in zip(batch.files, footers, strict=True)
     ]
 
-    def write(table: DeltaTable | None, properties: CommitProperties) -> int:
+    def write(table: DeltaTable | None, properties: CommitProperties) -> tuple[int, int]:
         if table is None:
             create_table_with_add_actions(
                 location.delta_uri, DeltaSchema.from_arrow(batch_schema), actions, mode="error",
@@ -316,23 +336,27 @@ def _shallow_write(table_name: str, location: Location, batch: PendingBatch) -> 
                 storage_options=location.delta_storage_options(), commit_properties=properties,
                 post_commithook_properties=_hooks(None),
             )
-            return rows
+            return rows, 0
         delta_schema = _arrow_schema(table)
         _check_types(table_name, delta_schema, batch_schema, batch)
         new_columns = _new_columns(delta_schema, batch_schema)
         if new_columns:
             # An add-actions commit cannot carry a schema change (delta-rs keeps the old metadata),
-            # so new columns get their own idempotent commit just before.
+            # so new columns get their own commit just before. Adding a column is idempotent, and
+            # alter moves the handle to its own commit only, so the batch's commit below still
+            # fails if anyone else committed since the savepoint was checked.
             table.alter.add_columns(
                 [DeltaField.from_arrow(f) for f in new_columns],
                 commit_properties=CommitProperties(
                     custom_metadata={"gw_schema_change": batch.fingerprint, "gw_table": table_name},
                     max_commit_retries=0),
             )
-            delta_schema = _arrow_schema(_refreshed(table))
+            delta_schema = _arrow_schema(table)
+        own_version = table.version() + 1
         table.create_write_transaction(actions, mode="append", schema=delta_schema,
                                        commit_properties=properties, post_commithook_properties=_hooks(table))
-        return rows
+        table.update_incremental()  # unlike write_deltalake, this commit leaves the handle where it was
+        return rows, own_version
 
     return write
 
@@ -557,11 +581,6 @@ def _row_count(table: DeltaTable) -> int:
     if "num_records" not in actions.column_names or actions.num_rows == 0:
         return 0
     return int(pc.sum(actions["num_records"]).as_py() or 0)
-
-
-def _refreshed(table: DeltaTable) -> DeltaTable:
-    table.update_incremental()
-    return table
 
 
 class _RowCounter:

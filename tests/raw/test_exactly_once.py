@@ -84,10 +84,13 @@ def test_a_stale_writer_never_commits_a_batch_twice(sample_cda: Path, tmp_path: 
     # delta-rs must refuse (same app id committed meanwhile), and the reload must make it skip.
     stale = open_table(location)
     stale.load_as_version(0)
-    assert stale.transaction_version(APP_ID) < second_batch.timestamp
-    table, applied, rows = _apply_batch("cc_contact", location, stale, second_batch, "deep")
+    stale_watermark = stale.transaction_version(APP_ID)
+    assert stale_watermark < second_batch.timestamp
+    table, watermark, applied, rows = _apply_batch("cc_contact", location, stale, stale_watermark, second_batch,
+                                                   "deep")
     assert (applied, rows) == (False, 0)
     assert table.version() == len(committed_folders(sample_cda, "cc_contact")) - 1
+    assert watermark == entry.manifest_watermark == table.transaction_version(APP_ID)
     assert_exactly_once(sample_cda, "cc_contact", Path(location.path))
 
 
@@ -98,8 +101,9 @@ def test_a_writer_that_saw_no_table_never_writes_the_first_batch_twice(sample_cd
     location = Location.parse(str(tmp_path / "raw" / "pc_policyline"))
     first_batch = plan_table(entry, None).batches[0]
     sync_table(entry, location, clone_mode=clone_mode)  # another writer created the table meanwhile
-    table, applied, rows = _apply_batch("pc_policyline", location, None, first_batch, clone_mode)
+    table, watermark, applied, rows = _apply_batch("pc_policyline", location, None, None, first_batch, clone_mode)
     assert (applied, rows) == (False, 0)
+    assert watermark == table.transaction_version(APP_ID)
     assert DeltaTable(location.path).version() == len(committed_folders(sample_cda, "pc_policyline")) - 1
     if clone_mode == "deep":
         assert_exactly_once(sample_cda, "pc_policyline", Path(location.path))

@@ -80,10 +80,43 @@ def test_a_stale_shallow_writer_never_commits_a_batch_twice(sample_cda: Path, tm
     sync_table(entry, location, clone_mode="shallow")
     stale = open_table(location)
     stale.load_as_version(0)
-    table, applied, rows = _apply_batch("cc_contact", location, stale, second_batch, "shallow")
+    table, watermark, applied, rows = _apply_batch("cc_contact", location, stale, stale.transaction_version(APP_ID),
+                                                   second_batch, "shallow")
     assert (applied, rows) == (False, 0)
     assert table.version() == len(committed_folders(sample_cda, "cc_contact")) - 1
+    assert watermark == entry.manifest_watermark == table.transaction_version(APP_ID)
     assert query_keys(DeltaTable(location.path)) == change_keys(committed_rows(sample_cda, "cc_contact"))
+
+
+def test_a_commit_that_lands_right_after_ours_is_in_the_carried_savepoint(sample_cda: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    """The loop carries the savepoint from its own commits. Here a real second writer commits the
+    third batch between our commit of the second and our handle's refresh: the savepoint must come
+    from the log then, or the third batch would be committed twice."""
+    entry = read_manifest(str(sample_cda / "manifest.json")).entries["cc_contact"]
+    location = Location.parse(str(tmp_path / "raw" / "cc_contact"))
+    first, second, third = plan_table(entry, None).batches[:3]
+    table, watermark, applied, _ = _apply_batch("cc_contact", location, None, None, first, "shallow")
+    assert applied and watermark == first.timestamp
+
+    real_commit = DeltaTable.create_write_transaction
+    raced: list[bool] = []
+
+    def commit_then_race(self: DeltaTable, *args: object, **kwargs: object) -> None:
+        real_commit(self, *args, **kwargs)
+        if not raced:
+            raced.append(True)
+            other = open_table(location)
+            assert _apply_batch("cc_contact", location, other, other.transaction_version(APP_ID), third,
+                                "shallow")[2]
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", commit_then_race)
+    table, watermark, applied, _ = _apply_batch("cc_contact", location, table, watermark, second, "shallow")
+    assert applied and raced
+    assert watermark == third.timestamp == table.transaction_version(APP_ID)
+    table, watermark, applied, rows = _apply_batch("cc_contact", location, table, watermark, third, "shallow")
+    assert (applied, rows) == (False, 0)
+    assert DeltaTable(location.path).version() == 2
 
 
 def test_modes_do_not_mix_in_one_table(sample_cda: Path, tmp_path: Path):
