@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +44,7 @@ from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from guidewire_pipeline.cda.load_plan import DataFile, LoadPlan, PendingBatch, plan_table
 from guidewire_pipeline.cda.manifest import ManifestEntry
-from guidewire_pipeline.cda.storage import Location
+from guidewire_pipeline.cda.storage import Location, StorageError
 
 APP_ID = "guidewire-cda"
 # A checkpoint every 10 commits. delta-rs replays every commit file since the last checkpoint each
@@ -145,6 +146,58 @@ def loaded_watermark(table: DeltaTable | None) -> int | None:
     if table is None:
         return None
     return table.transaction_version(APP_ID)
+
+
+@dataclass(frozen=True)
+class LogPeek:
+    """What a table's newest commit says: its version, and the savepoint it records (None when it
+    records none, e.g. a schema-only commit)."""
+
+    version: int
+    loaded_watermark: int | None
+
+
+_COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
+
+
+def peek_log(location: Location) -> LogPeek | None:
+    """The newest commit of the table at ``location`` and the savepoint it records, read without
+    delta-rs: the checkpoint pointer, one listing from the checkpoint on, and the newest commit file
+    (three small requests on S3). Opening the table with delta-rs replays every commit since the
+    checkpoint several times, and ``transaction_version`` once more.
+
+    Read-only and used only to decide that a table has nothing to load: every commit of a batch
+    records the app transaction, and app transaction versions only grow, so the newest commit's
+    is the table's savepoint. Writes never trust it; they go through delta-rs and check the
+    savepoint on the snapshot they commit against. None when there is no table yet or the log
+    cannot be read this way (the caller then opens the table with delta-rs)."""
+    log = location.join("_delta_log")
+    try:
+        checkpoint = int(json.loads(log.join("_last_checkpoint").read_bytes())["version"])
+    except (StorageError, ValueError, KeyError, TypeError):
+        checkpoint = 0  # no checkpoint yet (or an unreadable pointer): list the whole log
+    # From the checkpoint's version on; both backends then list every commit file from it.
+    start_after = f"{checkpoint - 1:020d}" if checkpoint > 0 else None
+    try:
+        versions = [int(m.group(1)) for child in log.list_children(start_after)
+                    if not child.is_dir and (m := _COMMIT_FILE.match(child.name))]
+    except (StorageError, OSError):
+        return None
+    if not versions:
+        return None
+    newest = max(versions)
+    try:
+        commit = log.join(f"{newest:020d}.json").read_bytes()
+    except StorageError:
+        return None
+    watermark = None
+    for line in commit.splitlines():
+        if b'"txn"' not in line:
+            continue
+        action = json.loads(line).get("txn") or {}
+        if action.get("appId") == APP_ID:
+            watermark = int(action["version"])
+    return LogPeek(newest, watermark)
 
 
 def read_table_state(location: Location) -> DeltaTableState:

@@ -3,8 +3,8 @@
 One engine for every entry point: the raw asset's I/O manager, ``cda_sync_job``, the sensor's runs
 and the benchmarks all call ``sync_tables``.
 
-- Tables already at their manifest watermark are settled in the driver with one small Delta log read
-  each, so a run with nothing to do never starts Ray.
+- Tables already at their manifest watermark are settled in the driver by a peek at their newest
+  Delta commit (three small reads each), so a run with nothing to do never starts Ray.
 - Small work (at most ``driver_max_bytes`` of pending parquet, no cluster address) and shallow
   clones (no data copied) load on threads in the driver: Ray's start-up would cost more than them.
 - The others run as Ray tasks: on a local Ray by default, on a cluster when an address is given
@@ -28,6 +28,7 @@ from guidewire_pipeline.cda.delta_writer import (
     TableSyncResult,
     loaded_watermark,
     open_table,
+    peek_log,
     sync_table,
 )
 from guidewire_pipeline.cda.load_plan import LoadPlan, plan_table
@@ -113,17 +114,22 @@ def sync_tables(
 def _settle(entries: list[ManifestEntry], delta_root: str) -> list[TableSyncResult | LoadPlan]:
     """For each entry: an ``up_to_date`` result when nothing is pending, else its load plan.
 
-    A table at its manifest watermark costs one small log read (delta-rs opens it from its last
-    checkpoint: at most 9 commit files, see ``TABLE_CONFIGURATION``) and no listing; a table behind
-    costs its listing, which the load then reuses. Reads run on threads: they wait on storage."""
+    The savepoint comes from a peek at the table's newest commit (``peek_log``: three small reads,
+    no delta-rs replay), so a table at its manifest watermark costs that and no listing. A table
+    behind costs its listing, which the load then reuses. Only when the newest commit records no
+    savepoint is the table opened with delta-rs. Reads run on threads: they wait on storage."""
 
     def settle(entry: ManifestEntry) -> TableSyncResult | LoadPlan:
         started = time.monotonic()
         location = raw_table_location(delta_root, entry.table)
         try:
-            table = open_table(location)
-            watermark = loaded_watermark(table)
-            version = table.version() if table is not None else None
+            peek = peek_log(location)
+            if peek is not None and peek.loaded_watermark is not None:
+                watermark, version = peek.loaded_watermark, peek.version
+            else:
+                table = open_table(location)
+                watermark = loaded_watermark(table)
+                version = table.version() if table is not None else None
             if watermark is None or watermark < entry.manifest_watermark:
                 plan = plan_table(entry, watermark)
                 if not plan.is_empty:
