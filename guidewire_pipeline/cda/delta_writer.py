@@ -51,8 +51,15 @@ APP_ID = "guidewire-cda"
 # time it opens a table (one GET each on S3: measured in benchmarks/incremental), so the interval
 # bounds what opening a table of any age costs: at most 9 commit files. A checkpoint costs one state
 # read and one PUT, paid once per 10 CDA batches.
+# File statistics only for the columns raw tables are looked up and ordered by. delta-rs keeps every
+# file's statistics in memory and rewrites its table state on each commit, so statistics on all
+# columns (32 by default, of Guidewire's 50 to 300) made each commit and each open cost several
+# times more on a table with many files (measured in benchmarks/incremental). Readers still skip
+# files by these columns; a listed column that a table lacks is ignored.
+STATS_COLUMNS = ("id", "publicid", "updatetime", "gwcbi___lsn", "gwcbi___connector_ts_ms", "gwcbi___operation")
 TABLE_CONFIGURATION = {
     "delta.checkpointInterval": "10",
+    "delta.dataSkippingStatsColumns": ",".join(STATS_COLUMNS),
     "delta.enableChangeDataFeed": "true",
     "delta.appendOnly": "true",
 }
@@ -477,16 +484,18 @@ def _absolute_uri(location: Location) -> str:
 
 
 def _file_stats(batch_schema: pa.Schema, file_schema: pa.Schema, metadata: pq.FileMetaData) -> str:
-    """Delta file statistics from a parquet footer: numRecords, nullCount, and minValues/maxValues
-    for the types whose footer values are exact bounds (integers, dates, short strings, timestamps
-    widened to milliseconds). A column the file lacks (added by a later schema) is all null."""
+    """Delta file statistics from a parquet footer: numRecords, and for ``STATS_COLUMNS`` nullCount
+    and minValues/maxValues for the types whose footer values are exact bounds (integers, dates,
+    short strings, timestamps widened to milliseconds). A column the file lacks (added by a later
+    schema) is all null."""
     rows = metadata.num_rows
-    null_count: dict[str, int] = {f.name: rows for f in batch_schema if f.name not in file_schema.names}
+    null_count: dict[str, int] = {f.name: rows for f in batch_schema
+                                  if f.name not in file_schema.names and f.name.lower() in STATS_COLUMNS}
     minimum: dict[str, Any] = {}
     maximum: dict[str, Any] = {}
     for index, arrow_field in enumerate(file_schema):
-        if arrow_field.type.num_fields != 0:
-            continue  # nested columns: no stats
+        if arrow_field.type.num_fields != 0 or arrow_field.name.lower() not in STATS_COLUMNS:
+            continue  # nested columns, and columns without statistics (see STATS_COLUMNS)
         nulls, low, high, exact = 0, None, None, True
         for group in range(metadata.num_row_groups):
             column = metadata.row_group(group).column(index)

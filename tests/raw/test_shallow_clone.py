@@ -203,3 +203,20 @@ def test_checkpoints_cover_every_commit(tmp_path: Path):
     assert fresh.transaction_version(APP_ID) == int(committed_folders(cda, "cc_contact")[-1].name)
     assert query_keys(fresh) == change_keys(committed_rows(cda, "cc_contact"))
     assert [h["operation"] for h in fresh.history()].count("WRITE") == 11  # + CREATE TABLE
+
+
+def test_both_modes_keep_statistics_for_the_lookup_columns_only_and_agree(sample_cda: Path, tmp_path: Path):
+    """Statistics on a few lookup columns (STATS_COLUMNS) keep delta-rs's per-commit cost down; the
+    shallow mode computes them from the footers, and they must match what delta-rs writes for deep."""
+    entry = read_manifest(str(sample_cda / "manifest.json")).entries["cc_claim"]
+    bounds = {}
+    for mode in ("deep", "shallow"):
+        location = Location.parse(str(tmp_path / mode / "cc_claim"))
+        assert sync_table(entry, location, clone_mode=mode).ok
+        actions = pa.table(DeltaTable(location.path).get_add_actions(flatten=True))
+        with_stats = {name.split(".", 1)[1] for name in actions.column_names if name.startswith(("min.", "max."))}
+        assert with_stats == {"id", "publicid", "gwcbi___lsn", "gwcbi___connector_ts_ms", "gwcbi___operation"}
+        bounds[mode] = {column: (min(actions[f"min.{column}"].to_pylist()), max(actions[f"max.{column}"].to_pylist()))
+                        for column in sorted(with_stats)}
+        assert sum(actions["num_records"].to_pylist()) == entry.total_processed_records
+    assert bounds["deep"] == bounds["shallow"]
