@@ -44,6 +44,8 @@ def sync_metadata(result: TableSyncResult) -> dict[str, Any]:
         )
     if result.fingerprints:
         metadata["fingerprints_loaded"] = dg.MetadataValue.int(len(result.fingerprints))
+    if result.compacted_files:
+        metadata["compacted_small_files"] = dg.MetadataValue.int(result.compacted_files)
     if result.warnings:
         metadata["warnings"] = dg.MetadataValue.md("\n".join(f"- {w}" for w in result.warnings))
     return metadata

@@ -7,6 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
@@ -14,6 +15,7 @@ from guidewire_pipeline.cda.delta_writer import APP_ID, _apply_batch, open_table
 from guidewire_pipeline.cda.load_plan import plan_table
 from guidewire_pipeline.cda.manifest import read_manifest
 from guidewire_pipeline.cda.storage import Location
+from guidewire_pipeline.cda.sync import sync_tables
 from tests.raw.helpers import change_keys, committed_folders, committed_rows, delta_keys
 
 SYNC_SCRIPT = textwrap.dedent("""
@@ -45,7 +47,8 @@ def assert_exactly_once(sample_cda: Path, table: str, target: Path) -> None:
     folders = committed_folders(sample_cda, table)
     assert delta_keys(str(target)) == change_keys(committed_rows(sample_cda, table))  # no duplicates, no gaps
     assert delta.transaction_version(APP_ID) == int(folders[-1].name)
-    watermarks = [int(h["gw_watermark"]) for h in sorted(delta.history(), key=lambda h: h["version"])]
+    watermarks = [int(h["gw_watermark"]) for h in sorted(delta.history(), key=lambda h: h["version"])
+                  if h.get("gw_maintenance") != "compact"]
     assert watermarks == [int(f.name) for f in folders]  # one commit per folder, ascending
 
 
@@ -107,3 +110,35 @@ def test_a_writer_that_saw_no_table_never_writes_the_first_batch_twice(sample_cd
     assert DeltaTable(location.path).version() == len(committed_folders(sample_cda, "pc_policyline")) - 1
     if clone_mode == "deep":
         assert_exactly_once(sample_cda, "pc_policyline", Path(location.path))
+
+
+def test_small_files_are_compacted_without_changing_data_savepoint_or_change_feed(sample_cda: Path, tmp_path: Path):
+    """Once a deep table has enough small files, the sync compacts them: same rows, same savepoint,
+    and the change data feed (what bronze reads) still holds each row once, as an insert."""
+    entry = read_manifest(str(sample_cda / "manifest.json")).entries["cc_claim"]
+    location = Location.parse(str(tmp_path / "raw" / "cc_claim"))
+    folders = committed_folders(sample_cda, "cc_claim")
+    result = sync_table(entry, location, compact_min_small_files=len(folders))
+    assert result.ok and result.compacted_files == len(folders)
+    table = DeltaTable(location.path)
+    assert len(table.file_uris()) == 1
+    assert table.version() == len(folders)  # one commit per folder, then the compaction
+    assert table.transaction_version(APP_ID) == result.watermark_after == entry.manifest_watermark
+    assert result.total_rows == entry.total_processed_records
+    assert_exactly_once(sample_cda, "cc_claim", Path(location.path))
+    feed = pa.table(table.load_cdf(starting_version=0).read_all())
+    assert set(feed["_change_type"].to_pylist()) == {"insert"}
+    assert change_keys(feed) == change_keys(committed_rows(sample_cda, "cc_claim"))
+    # The newest commit now records no savepoint: the next run still knows the table is caught up.
+    [again] = sync_tables([entry], str(tmp_path))
+    assert (again.status, again.watermark_after, again.delta_version) == ("up_to_date", entry.manifest_watermark,
+                                                                          table.version())
+
+
+def test_shallow_tables_are_never_compacted(sample_cda: Path, tmp_path: Path):
+    entry = read_manifest(str(sample_cda / "manifest.json")).entries["cc_claim"]
+    location = Location.parse(str(tmp_path / "raw" / "cc_claim"))
+    result = sync_table(entry, location, clone_mode="shallow", compact_min_small_files=1)
+    assert result.ok and result.compacted_files == 0
+    history = DeltaTable(location.path).history()
+    assert not [h for h in history if h.get("gw_maintenance") or h.get("operation") == "OPTIMIZE"]
