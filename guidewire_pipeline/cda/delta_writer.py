@@ -388,10 +388,10 @@ def _deep_write(table_name: str, location: Location, batch: PendingBatch) -> Bat
     def write(table: DeltaTable | None, properties: CommitProperties) -> tuple[int, int]:
         if table is not None:
             _check_types(table_name, _arrow_schema(table), dataset.schema, batch)
-        counter = _RowCounter()
-        reader = pa.RecordBatchReader.from_batches(
-            dataset.schema, counter.count(dataset.to_batches(batch_size=READ_BATCH_ROWS))
-        )
+        # Scanner to Rust writer through the Arrow C stream: no Python per record batch (a Python
+        # generator here held the GIL for every batch, and tables loading on driver threads then
+        # queued on it). Little read-ahead: memory stays a few record batches per table.
+        reader = dataset.scanner(batch_size=READ_BATCH_ROWS, batch_readahead=2, fragment_readahead=1).to_reader()
         write_deltalake(
             table if table is not None else location.delta_uri,
             reader,
@@ -405,7 +405,8 @@ def _deep_write(table_name: str, location: Location, batch: PendingBatch) -> Bat
             post_commithook_properties=_hooks(table),
         )
         # write_deltalake moves the handle it was given to the version it committed.
-        return counter.rows, table.version() if table is not None else 0
+        rows = sum(fragment.metadata.num_rows for fragment in dataset.get_fragments())  # footers, read once
+        return rows, table.version() if table is not None else 0
 
     return write
 
@@ -677,16 +678,6 @@ def _row_count(table: DeltaTable) -> int:
     if "num_records" not in actions.column_names or actions.num_rows == 0:
         return 0
     return int(pc.sum(actions["num_records"]).as_py() or 0)
-
-
-class _RowCounter:
-    def __init__(self) -> None:
-        self.rows = 0
-
-    def count(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for record_batch in batches:
-            self.rows += record_batch.num_rows
-            yield record_batch
 
 
 def _hooks(table: DeltaTable | None) -> PostCommitHookProperties:
