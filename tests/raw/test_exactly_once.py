@@ -142,3 +142,20 @@ def test_shallow_tables_are_never_compacted(sample_cda: Path, tmp_path: Path):
     assert result.ok and result.compacted_files == 0
     history = DeltaTable(location.path).history()
     assert not [h for h in history if h.get("gw_maintenance") or h.get("operation") == "OPTIMIZE"]
+
+
+def test_a_failing_compaction_leaves_the_load_successful(sample_cda: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch):
+    from deltalake.table import TableOptimizer
+
+    def broken_compact(self: TableOptimizer, *args: object, **kwargs: object) -> dict:
+        raise OSError("disk full while writing the compacted file")
+
+    monkeypatch.setattr(TableOptimizer, "compact", broken_compact)
+    entry = read_manifest(str(sample_cda / "manifest.json")).entries["cc_claim"]
+    location = Location.parse(str(tmp_path / "raw" / "cc_claim"))
+    result = sync_table(entry, location, compact_min_small_files=1)
+    assert (result.status, result.compacted_files) == ("loaded", 0)
+    assert any("compacting" in w and "disk full" in w for w in result.warnings)
+    assert result.total_rows == entry.total_processed_records
+    assert_exactly_once(sample_cda, "cc_claim", Path(location.path))

@@ -82,3 +82,14 @@ def test_an_unreadable_checkpoint_pointer_still_finds_the_newest_commit(long_cda
     expected = peek_log(location)
     Path(Location.parse(root).join("raw", entry.table, "_delta_log", "_last_checkpoint").path).write_text("{not json")
     assert peek_log(location) == expected
+
+
+def test_a_newest_commit_the_peek_cannot_parse_leaves_the_decision_to_delta_rs(long_cda: Path, tmp_path: Path):
+    root = str(tmp_path / "lake")
+    entry = next(e for e in read_manifest(str(long_cda / "manifest.json")).entries.values() if e.total_processed_records)
+    assert sync_tables([entry], root)[0].ok
+    location = raw_table_location(root, entry.table)
+    newest = peek_log(location)
+    commit = Path(location.join("_delta_log", f"{newest.version:020d}.json").path)
+    commit.write_bytes(commit.read_bytes().replace(b'{"txn":', b'{"txn":[', 1))
+    assert peek_log(location) is None
