@@ -11,6 +11,10 @@ The rules, each enforced here and nowhere else:
 - Schema evolution: new columns are merged (earlier rows read back as null); a column whose type
   changes fails the table with ``SchemaTypeChangeError`` before anything of that batch is written.
 - Memory is bounded by record batches: files are streamed, never collected into one table.
+- Deep tables compact their small files once a sync leaves ``COMPACT_MIN_SMALL_FILES`` of them:
+  maintenance that changes no data, records no savepoint and never fails a load.
+- ``peek_log`` reads the savepoint from the newest commit without delta-rs, only to skip tables
+  that have nothing to load; every write checks the savepoint through delta-rs.
 
 Two clone modes, same rules:
 - ``deep`` (default): rows are copied into Delta data files under the table's root.
@@ -47,16 +51,16 @@ from guidewire_pipeline.cda.manifest import ManifestEntry
 from guidewire_pipeline.cda.storage import Location, StorageError
 
 APP_ID = "guidewire-cda"
-# A checkpoint every 10 commits. delta-rs replays every commit file since the last checkpoint each
-# time it opens a table (one GET each on S3: measured in benchmarks/incremental), so the interval
-# bounds what opening a table of any age costs: at most 9 commit files. A checkpoint costs one state
-# read and one PUT, paid once per 10 CDA batches.
 # File statistics only for the columns raw tables are looked up and ordered by. delta-rs keeps every
 # file's statistics in memory and rewrites its table state on each commit, so statistics on all
 # columns (32 by default, of Guidewire's 50 to 300) made each commit and each open cost several
 # times more on a table with many files (measured in benchmarks/incremental). Readers still skip
 # files by these columns; a listed column that a table lacks is ignored.
 STATS_COLUMNS = ("id", "publicid", "updatetime", "gwcbi___lsn", "gwcbi___connector_ts_ms", "gwcbi___operation")
+# A checkpoint every 10 commits. delta-rs replays every commit file since the last checkpoint each
+# time it opens a table (one GET each on S3: measured in benchmarks/incremental), so the interval
+# bounds what opening a table of any age costs: at most 9 commit files. A checkpoint costs one state
+# read and one PUT, paid once per 10 CDA batches.
 TABLE_CONFIGURATION = {
     "delta.checkpointInterval": "10",
     "delta.dataSkippingStatsColumns": ",".join(STATS_COLUMNS),
