@@ -23,8 +23,10 @@ import pyarrow.parquet as pq
 from benchmarks.common import dir_bytes, engine_run, log, print_table, save_results, temp_dir
 
 
-def floor_copy(manifest_path: Path, out: Path) -> dict[str, Any]:
-    """Read every committed parquet file with pyarrow and write each table once as parquet."""
+def floor_copy(manifest_path: Path, out: Path, *, per_folder: bool = False) -> dict[str, Any]:
+    """Read every committed parquet file with pyarrow and write each table once as parquet, no Delta
+    at all. ``per_folder``: one output file per CDA folder instead, as one Delta commit per folder
+    implies, to show what that rule itself costs."""
     from guidewire_pipeline.cda.load_plan import plan_table
     from guidewire_pipeline.cda.manifest import read_manifest
 
@@ -32,39 +34,15 @@ def floor_copy(manifest_path: Path, out: Path) -> dict[str, Any]:
     manifest = read_manifest(str(manifest_path))
 
     def copy(table: str) -> int:
-        plan = plan_table(manifest.entries[table], None)
-        files = [f.location.fs_path for b in plan.batches for f in b.files]
-        if not files:
-            return 0
-        dataset = ds.dataset(files, format="parquet")
-        schema = dataset.schema
+        batches = plan_table(manifest.entries[table], None).batches
+        groups = ({f"{table}-{b.timestamp}": b.files for b in batches} if per_folder
+                  else {table: [f for b in batches for f in b.files]})
         rows = 0
-        with pq.ParquetWriter(str(out / f"{table}.parquet"), schema) as writer:
-            for batch in dataset.to_batches(batch_size=64 * 1024):
-                writer.write_batch(batch)
-                rows += batch.num_rows
-        return rows
-
-    out.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
-        rows = sum(pool.map(copy, sorted(manifest.entries)))
-    return {"s": time.perf_counter() - started, "rows": rows}
-
-
-def floor_copy_per_folder(manifest_path: Path, out: Path) -> dict[str, Any]:
-    """The same, but one output file per CDA folder, as one Delta commit per folder implies: what the
-    rule itself costs, with no Delta at all."""
-    from guidewire_pipeline.cda.load_plan import plan_table
-    from guidewire_pipeline.cda.manifest import read_manifest
-
-    started = time.perf_counter()
-    manifest = read_manifest(str(manifest_path))
-
-    def copy(table: str) -> int:
-        rows = 0
-        for batch in plan_table(manifest.entries[table], None).batches:
-            dataset = ds.dataset([f.location.fs_path for f in batch.files], format="parquet")
-            with pq.ParquetWriter(str(out / f"{table}-{batch.timestamp}.parquet"), dataset.schema) as writer:
+        for name, files in groups.items():
+            if not files:
+                continue
+            dataset = ds.dataset([f.location.fs_path for f in files], format="parquet")
+            with pq.ParquetWriter(str(out / f"{name}.parquet"), dataset.schema) as writer:
                 for record_batch in dataset.to_batches(batch_size=64 * 1024):
                     writer.write_batch(record_batch)
                     rows += record_batch.num_rows
@@ -74,6 +52,14 @@ def floor_copy_per_folder(manifest_path: Path, out: Path) -> dict[str, Any]:
     with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
         rows = sum(pool.map(copy, sorted(manifest.entries)))
     return {"s": time.perf_counter() - started, "rows": rows}
+
+
+def _engine_row(name: str, result: dict[str, Any], floor_s: float) -> dict[str, Any]:
+    row = {"run": name, "s": result["run_s"], "x_floor": result["run_s"] / floor_s,
+           "ray_start_s": result["ray_start_s"], "rows": result["rows_added"], "process_s": result["wall_s"]}
+    if result["ray_start_s"]:
+        row["x_floor_without_ray_start"] = (result["run_s"] - result["ray_start_s"]) / floor_s
+    return row
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -89,7 +75,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         manifest = tmp / "cda" / "manifest.json"
         floor = floor_copy(manifest, tmp / "floor")
         log(f"floor {floor['s']:.1f} s")
-        per_folder = floor_copy_per_folder(manifest, tmp / "floor-per-folder")
+        per_folder = floor_copy(manifest, tmp / "floor-per-folder", per_folder=True)
         log(f"floor, one file per folder {per_folder['s']:.1f} s")
         deep = engine_run(str(manifest), str(tmp / "delta-deep"), "deep", num_cpus=os.cpu_count())
         log(f"deep (engine's choice) {deep['run_s']:.1f} s")
@@ -105,19 +91,10 @@ def run(quick: bool = False) -> dict[str, Any]:
             {"run": "floor: pyarrow read + write parquet", "s": floor["s"], "x_floor": 1.0, "rows": floor["rows"]},
             {"run": "floor, one output file per CDA folder", "s": per_folder["s"],
              "x_floor": per_folder["s"] / floor["s"], "rows": per_folder["rows"]},
-            {"run": "deep clone (engine default: Ray above driver_max_bytes)", "s": deep["run_s"],
-             "x_floor": deep["run_s"] / floor["s"], "ray_start_s": deep["ray_start_s"],
-             "x_floor_without_ray_start": (deep["run_s"] - deep["ray_start_s"]) / floor["s"],
-             "rows": deep["rows_added"], "process_s": deep["wall_s"]},
-            {"run": "deep clone (local Ray, 2 workers)", "s": deep_ray["run_s"],
-             "x_floor": deep_ray["run_s"] / floor["s"], "ray_start_s": deep_ray["ray_start_s"],
-             "x_floor_without_ray_start": (deep_ray["run_s"] - deep_ray["ray_start_s"]) / floor["s"],
-             "rows": deep_ray["rows_added"], "process_s": deep_ray["wall_s"]},
-            {"run": "deep clone (driver threads, no Ray)", "s": deep_threads["run_s"],
-             "x_floor": deep_threads["run_s"] / floor["s"], "ray_start_s": deep_threads["ray_start_s"],
-             "rows": deep_threads["rows_added"], "process_s": deep_threads["wall_s"]},
-            {"run": "shallow clone (engine, driver)", "s": shallow["run_s"], "x_floor": shallow["run_s"] / floor["s"],
-             "ray_start_s": shallow["ray_start_s"], "rows": shallow["rows_added"], "process_s": shallow["wall_s"]},
+            _engine_row("deep clone (engine default: Ray above driver_max_bytes)", deep, floor["s"]),
+            _engine_row("deep clone (local Ray, 2 workers)", deep_ray, floor["s"]),
+            _engine_row("deep clone (driver threads, no Ray)", deep_threads, floor["s"]),
+            _engine_row("shallow clone (engine, driver)", shallow, floor["s"]),
         ]
         print_table(f"Deep clone vs floor, local disk: {tables} tables x {batches} batches, {gb:.2f} GB parquet",
                     figures, ["run", "s", "x_floor", "ray_start_s", "x_floor_without_ray_start", "process_s", "rows"])

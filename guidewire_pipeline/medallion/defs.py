@@ -11,6 +11,8 @@
 # No "from __future__ import annotations": Dagster inspects the context type hints at runtime.
 
 import os
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import dagster as dg
 
@@ -47,39 +49,39 @@ def build_notebook_runner(settings: Settings) -> NotebookRunner:
 
 
 def build_medallion_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    bronze = _layer_asset(
+        settings, BRONZE_ASSET_KEY, RAW_ASSET_KEY, run_bronze,
+        "Raw CDA change rows, typed, with a sortable sequence key and lineage (notebook 01_bronze.py).",
+    )
+    silver = _layer_asset(
+        settings, SILVER_ASSET_KEY, BRONZE_ASSET_KEY, run_silver,
+        "Current state of every Guidewire record, merged from bronze changes (notebook 02_silver.py).",
+    )
+    return [bronze, silver, *(build_gold_asset(settings, mart) for mart in load_marts().values())]
+
+
+def _layer_asset(
+    settings: Settings, key: dg.AssetKey, upstream: dg.AssetKey,
+    run_layer: Callable[[dg.AssetExecutionContext, NotebookRunner, Settings, Sequence[str]], Any],
+    description: str,
+) -> dg.AssetsDefinition:
+    """A per-table layer asset (bronze or silver): one notebook run for the run's partitions."""
+
     @dg.asset(
-        key=BRONZE_ASSET_KEY,
+        key=key,
         partitions_def=guidewire_tables,
-        deps=[dg.AssetDep(RAW_ASSET_KEY, partition_mapping=dg.IdentityPartitionMapping())],
+        deps=[dg.AssetDep(upstream, partition_mapping=dg.IdentityPartitionMapping())],
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=MEDALLION_GROUP,
         kinds={"deltalake", "python"},
-        description="Raw CDA change rows, typed, with a sortable sequence key and lineage (notebook 01_bronze.py).",
+        description=description,
     )
-    def cda_bronze(
-        context: dg.AssetExecutionContext, notebook_runner: NotebookRunner
-    ) -> dg.MaterializeResult:
-        run_bronze(context, notebook_runner, settings, context.partition_keys)
+    def layer(context: dg.AssetExecutionContext, notebook_runner: NotebookRunner) -> dg.MaterializeResult:
+        run_layer(context, notebook_runner, settings, context.partition_keys)
         # Per-table metadata is already on each partition (add_asset_metadata); nothing to add here.
         return dg.MaterializeResult()
 
-    @dg.asset(
-        key=SILVER_ASSET_KEY,
-        partitions_def=guidewire_tables,
-        deps=[dg.AssetDep(BRONZE_ASSET_KEY, partition_mapping=dg.IdentityPartitionMapping())],
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        group_name=MEDALLION_GROUP,
-        kinds={"deltalake", "python"},
-        description="Current state of every Guidewire record, merged from bronze changes (notebook 02_silver.py).",
-    )
-    def cda_silver(
-        context: dg.AssetExecutionContext, notebook_runner: NotebookRunner
-    ) -> dg.MaterializeResult:
-        run_silver(context, notebook_runner, settings, context.partition_keys)
-        # Per-table metadata is already on each partition (add_asset_metadata); nothing to add here.
-        return dg.MaterializeResult()
-
-    return [cda_bronze, cda_silver, *(build_gold_asset(settings, mart) for mart in load_marts().values())]
+    return layer
 
 
 def build_gold_asset(settings: Settings, mart: Mart) -> dg.AssetsDefinition:

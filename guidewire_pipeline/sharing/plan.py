@@ -428,38 +428,18 @@ def compute_plan(pack: SharePack, live: LiveState) -> Plan:
             )
 
     # orphans: resources marked for this pack that the pack no longer lists
-    share_names = {s.name for s in pack.share}
-    recipient_names = {r.name for r in pack.recipient}
-    for name, share in sorted(live.shares.items()):
-        if name not in share_names and managing_pack(share.comment) == pid:
+    for kind, live_resources, listed, delete in (
+        ("share", live.shares, {s.name for s in pack.share}, ActionKind.DELETE_SHARE),
+        ("recipient", live.recipients, {r.name for r in pack.recipient}, ActionKind.DELETE_RECIPIENT),
+    ):
+        for name, resource in sorted(live_resources.items()):
+            if name in listed or managing_pack(resource.comment) != pid:
+                continue
             if pack.options.prune:
-                plan.actions.append(
-                    Action(ActionKind.DELETE_SHARE, None, name, "not in the pack (prune is set)")
-                )
+                plan.actions.append(Action(delete, None, name, "not in the pack (prune is set)"))
             else:
-                plan.orphans.append(
-                    Orphan(
-                        "share",
-                        name,
-                        "managed by this pack but no longer in it: set "
-                        "`options.prune: true` to delete it, or add it back",
-                    )
-                )
-    for name, recipient in sorted(live.recipients.items()):
-        if name not in recipient_names and managing_pack(recipient.comment) == pid:
-            if pack.options.prune:
-                plan.actions.append(
-                    Action(ActionKind.DELETE_RECIPIENT, None, name, "not in the pack (prune is set)")
-                )
-            else:
-                plan.orphans.append(
-                    Orphan(
-                        "recipient",
-                        name,
-                        "managed by this pack but no longer in it: set "
-                        "`options.prune: true` to delete it, or add it back",
-                    )
-                )
+                plan.orphans.append(Orphan(kind, name, "managed by this pack but no longer in it: set "
+                                                       "`options.prune: true` to delete it, or add it back"))
 
     plan.warnings.extend(_strategy_warnings(pack, live))
     plan.actions.sort(key=lambda a: _ORDER.index(a.kind))

@@ -712,16 +712,15 @@ def _install_dbfs(ws: FakeDatabricksWorkspace, service: FakeJobsService) -> None
     def not_found(path: str) -> FakeApiError:
         return FakeApiError(404, "RESOURCE_DOES_NOT_EXIST", f"No file or directory exists on path {path}.")
 
+    def already_exists(path: str) -> FakeApiError:
+        return FakeApiError(400, "RESOURCE_ALREADY_EXISTS", f"A file or directory already exists at the input path {path}.")
+
     @ws.route("POST", r"/api/2\.0/dbfs/mkdirs")
     def mkdirs(ws, match, query, body):
         path = _required(query, body, "path")
         local = service.dbfs_file(path)
         if local.is_file():
-            raise FakeApiError(
-                400,
-                "RESOURCE_ALREADY_EXISTS",
-                f"A file or directory already exists at the input path {path}.",
-            )
+            raise already_exists(path)
         local.mkdir(parents=True, exist_ok=True)
         return {}
 
@@ -730,11 +729,7 @@ def _install_dbfs(ws: FakeDatabricksWorkspace, service: FakeJobsService) -> None
         path = _required(query, body, "path")
         local = service.dbfs_file(path)
         if local.exists() and not body.get("overwrite"):
-            raise FakeApiError(
-                400,
-                "RESOURCE_ALREADY_EXISTS",
-                f"A file or directory already exists at the input path {path}.",
-            )
+            raise already_exists(path)
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_bytes(base64.b64decode(body.get("contents") or ""))
         return {}
@@ -744,11 +739,7 @@ def _install_dbfs(ws: FakeDatabricksWorkspace, service: FakeJobsService) -> None
         path = _required(query, body, "path")
         local = service.dbfs_file(path)
         if local.exists() and not body.get("overwrite"):
-            raise FakeApiError(
-                400,
-                "RESOURCE_ALREADY_EXISTS",
-                f"A file or directory already exists at the input path {path}.",
-            )
+            raise already_exists(path)
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_bytes(b"")
         with ws.lock:
