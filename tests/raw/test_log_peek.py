@@ -12,7 +12,7 @@ from deltalake import Field as DeltaField
 
 from guidewire_pipeline.cda.delta_writer import APP_ID, _apply_batch, open_table, peek_log
 from guidewire_pipeline.cda.load_plan import plan_table
-from guidewire_pipeline.cda.manifest import read_manifest
+from guidewire_pipeline.cda.manifest import ManifestEntry, read_manifest
 from guidewire_pipeline.cda.storage import Location
 from guidewire_pipeline.cda.sync import raw_table_location, sync_tables
 from guidewire_pipeline.sample.generator import generate
@@ -26,12 +26,24 @@ def long_cda(tmp_path: Path) -> Path:
     return root
 
 
+def _the_table(cda: Path) -> ManifestEntry:
+    return next(e for e in read_manifest(str(cda / "manifest.json")).entries.values() if e.total_processed_records)
+
+
+def _loaded(cda: Path, tmp_path: Path) -> Location:
+    """The raw table of ``cda``'s one table, fully loaded; returns its location."""
+    root = str(tmp_path / "lake")
+    entry = _the_table(cda)
+    assert sync_tables([entry], root)[0].ok
+    return raw_table_location(root, entry.table)
+
+
 @pytest.mark.parametrize("storage", ["local", "s3"])
 @pytest.mark.parametrize("clone_mode", ["deep", "shallow"])
 def test_peek_agrees_with_delta_rs_through_a_tables_life(long_cda: Path, tmp_path: Path, storage: str,
                                                         clone_mode: str, request: pytest.FixtureRequest):
     root = f"s3://{request.getfixturevalue('s3_bucket')}/lake" if storage == "s3" else str(tmp_path / "lake")
-    entry = next(e for e in read_manifest(str(long_cda / "manifest.json")).entries.values() if e.total_processed_records)
+    entry = _the_table(long_cda)
     location = raw_table_location(root, entry.table)
     assert peek_log(location) is None  # no table yet
 
@@ -62,7 +74,7 @@ def test_a_table_behind_its_manifest_is_planned_from_the_peeked_savepoint(long_c
     """The peek tells the savepoint of a table that is behind; the load still checks it with delta-rs
     and commits only what is pending."""
     root = str(tmp_path / "lake")
-    entry = next(e for e in read_manifest(str(long_cda / "manifest.json")).entries.values() if e.total_processed_records)
+    entry = _the_table(long_cda)
     location = raw_table_location(root, entry.table)
     batches = plan_table(entry, None).batches
     table, watermark = None, None
@@ -75,20 +87,14 @@ def test_a_table_behind_its_manifest_is_planned_from_the_peeked_savepoint(long_c
 
 
 def test_an_unreadable_checkpoint_pointer_still_finds_the_newest_commit(long_cda: Path, tmp_path: Path):
-    root = str(tmp_path / "lake")
-    entry = next(e for e in read_manifest(str(long_cda / "manifest.json")).entries.values() if e.total_processed_records)
-    assert sync_tables([entry], root)[0].ok
-    location = raw_table_location(root, entry.table)
+    location = _loaded(long_cda, tmp_path)
     expected = peek_log(location)
-    Path(Location.parse(root).join("raw", entry.table, "_delta_log", "_last_checkpoint").path).write_text("{not json")
+    Path(location.join("_delta_log", "_last_checkpoint").path).write_text("{not json")
     assert peek_log(location) == expected
 
 
 def test_a_newest_commit_the_peek_cannot_parse_leaves_the_decision_to_delta_rs(long_cda: Path, tmp_path: Path):
-    root = str(tmp_path / "lake")
-    entry = next(e for e in read_manifest(str(long_cda / "manifest.json")).entries.values() if e.total_processed_records)
-    assert sync_tables([entry], root)[0].ok
-    location = raw_table_location(root, entry.table)
+    location = _loaded(long_cda, tmp_path)
     newest = peek_log(location)
     commit = Path(location.join("_delta_log", f"{newest.version:020d}.json").path)
     commit.write_bytes(commit.read_bytes().replace(b'{"txn":', b'{"txn":[', 1))
