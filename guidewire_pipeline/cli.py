@@ -1,41 +1,36 @@
 """``guidewire-pipeline``: the command line.
 
-- ``status``: per-table manifest and Delta state (``--json`` for machines).
+Each command lives with its domain and registers itself here through ``COMMANDS``: a module with
+``register(subparsers, settings)`` that adds its parser and sets ``handler`` (a function of the
+parsed arguments returning the exit code). Commands call the same engine as the Dagster UI.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import sys
 
-from guidewire_pipeline.cda.manifest import ManifestError, read_manifest
 from guidewire_pipeline.settings import load_settings
-from guidewire_pipeline.status import all_statuses, format_table
+
+# Modules that each define ``register(subparsers, settings)``.
+COMMANDS = (
+    "guidewire_pipeline.status",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    settings = load_settings()
+    parser = argparse.ArgumentParser(prog="guidewire-pipeline", description="Guidewire CDA to a Delta lakehouse: the same engine as the Dagster UI, from a terminal.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module in COMMANDS:
+        importlib.import_module(module).register(subparsers, settings)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = load_settings()
-    parser = argparse.ArgumentParser(prog="guidewire-pipeline")
-    commands = parser.add_subparsers(dest="command", required=True)
-    status = commands.add_parser("status", help="per-table watermarks, pending batches, lag and health")
-    status.add_argument("--manifest", default=settings.manifest_uri, help="manifest URI (default: GW_MANIFEST_URI)")
-    status.add_argument("--delta-root", default=settings.delta_root, help="Delta root (default: GW_DELTA_ROOT)")
-    status.add_argument("--json", action="store_true", help="one JSON object per table, as a list")
-    status.add_argument("--no-rows", action="store_true", help="skip counting pending rows (no footer reads)")
-    args = parser.parse_args(argv)
-
-    try:
-        manifest = read_manifest(args.manifest)
-    except ManifestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    statuses = all_statuses(manifest, args.delta_root, count_pending_rows=not args.no_rows)
-    if args.json:
-        print(json.dumps([s.to_json() for s in statuses], indent=2))
-    else:
-        print(format_table(statuses))
-    return 1 if any(s.health == "error" for s in statuses) else 0
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from guidewire_pipeline.lakehouse import DEFAULT_CATALOG, Lakehouse
+
 DEFAULT_DATA_DIR = Path("data")
 
 
@@ -28,14 +30,16 @@ class Settings:
     sharepack: str | None
     ray_address: str | None
     databricks_host: str | None
+    uc_catalog: str = DEFAULT_CATALOG
 
     @property
     def databricks_configured(self) -> bool:
         return bool(self.databricks_host and os.environ.get("DATABRICKS_TOKEN"))
 
-    def layer_uri(self, layer: str, name: str) -> str:
-        """`<GW_DELTA_ROOT>/<layer>/<name>`, e.g. ``layer_uri("raw", "cc_claim")``."""
-        return f"{self.delta_root.rstrip('/')}/{layer}/{name}"
+    @property
+    def lakehouse(self) -> Lakehouse:
+        """Where each layer's tables live and what Unity Catalog calls them."""
+        return Lakehouse(self.delta_root, self.uc_catalog)
 
 
 def load_settings() -> Settings:
@@ -48,4 +52,5 @@ def load_settings() -> Settings:
         sharepack=os.environ.get("GW_SHAREPACK") or None,
         ray_address=os.environ.get("RAY_ADDRESS") or None,
         databricks_host=os.environ.get("DATABRICKS_HOST") or None,
+        uc_catalog=os.environ.get("GW_UC_CATALOG") or DEFAULT_CATALOG,
     )

@@ -4,14 +4,18 @@ no Dagster imports, so the CLI starts fast."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from guidewire_pipeline.cda.delta_writer import read_table_state
 from guidewire_pipeline.cda.load_plan import count_rows, plan_table
-from guidewire_pipeline.cda.manifest import Manifest
+from guidewire_pipeline.cda.manifest import Manifest, ManifestError, read_manifest
 from guidewire_pipeline.cda.storage import Location
+from guidewire_pipeline.settings import Settings
 
 
 @dataclass
@@ -108,3 +112,27 @@ def _lag(lag_ms: int | None) -> str:
     if lag_ms < 60_000:
         return f"{lag_ms / 1000:.0f}s"
     return f"{lag_ms / 60_000:.0f}m"
+
+
+def register(subparsers: argparse._SubParsersAction, settings: Settings) -> None:
+    """``guidewire-pipeline status``: per-table watermarks, pending batches, lag and health."""
+    status = subparsers.add_parser("status", help="per-table watermarks, pending batches, lag and health")
+    status.add_argument("--manifest", default=settings.manifest_uri, help="manifest URI (default: GW_MANIFEST_URI)")
+    status.add_argument("--delta-root", default=settings.delta_root, help="Delta root (default: GW_DELTA_ROOT)")
+    status.add_argument("--json", action="store_true", help="one JSON object per table, as a list")
+    status.add_argument("--no-rows", action="store_true", help="skip counting pending rows (no footer reads)")
+    status.set_defaults(handler=run_status)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    try:
+        manifest = read_manifest(args.manifest)
+    except ManifestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    statuses = all_statuses(manifest, args.delta_root, count_pending_rows=not args.no_rows)
+    if args.json:
+        print(json.dumps([s.to_json() for s in statuses], indent=2))
+    else:
+        print(format_table(statuses))
+    return 1 if any(s.health == "error" for s in statuses) else 0
