@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from guidewire_pipeline.databricks_auth import auth_from_env
 from guidewire_pipeline.lakehouse import DEFAULT_CATALOG, Lakehouse
 
 DEFAULT_DATA_DIR = Path("data")
@@ -34,7 +35,8 @@ class Settings:
 
     @property
     def databricks_configured(self) -> bool:
-        return bool(self.databricks_host and os.environ.get("DATABRICKS_TOKEN"))
+        """True when DATABRICKS_HOST has credentials: a token or a service principal (databricks_auth.py)."""
+        return bool(self.databricks_host) and auth_from_env() is not None
 
     @property
     def lakehouse(self) -> Lakehouse:
