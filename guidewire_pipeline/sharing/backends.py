@@ -1,23 +1,29 @@
 """Where shares live: one interface, two implementations (no Dagster here).
 
+- ``SharingServerBackend``: the project's own Delta Sharing server (``sharing/server/``), the
+  default when no workspace is configured. Its state (shares, tables, recipients, grants, hashed
+  tokens) is a SQLAlchemy database; token recipients get a profile file instead of an activation link.
 - ``UnityCatalogBackend``: a Databricks workspace through ``databricks-sdk`` (0.60).
-- ``LocalBackend``: no workspace configured. It reads an empty live state, so the plan shows what a
-  first apply would create, and it refuses every write. It does not pretend to share anything.
 
-Backends speak the plan's types (``LiveState``, attribute dicts); SDK types stay in this module.
-Server errors are raised as ``SharingApiError`` carrying the HTTP status and Databricks error code,
-so the reconciler can tell "already exists" and "does not exist" answers from real failures.
+Backends speak the plan's types (``LiveState``, attribute dicts); SDK and database types stay here
+and in ``server/state.py``. Server errors are raised as ``SharingApiError`` carrying the HTTP status
+and the (Databricks-style) error code, so the reconciler can tell "already exists" and "does not
+exist" answers from real failures, whichever backend answered.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from datetime import UTC, timedelta
 from typing import Any, Protocol
 
+from guidewire_pipeline.lakehouse import Lakehouse
 from guidewire_pipeline.sharing.plan import LiveObject, LiveRecipient, LiveShare, LiveState, managing_pack
+from guidewire_pipeline.sharing.server.state import IssuedToken, SharingState, StateError
 from guidewire_pipeline.sharing.sharepack import SharePack
 
 ALREADY_EXISTS_CODES = {
@@ -58,6 +64,8 @@ class SharingBackend(Protocol):
 
     description: str
     can_write: bool
+    credential_kind: str
+    """What ``create_recipient`` returns for token recipients: "activation link" or "profile file"."""
 
     def read_state(self, pack: SharePack) -> LiveState:
         """The pack's shares (with objects and grants) and recipients that exist, plus every share and
@@ -76,6 +84,15 @@ class SharingBackend(Protocol):
 
     def update_recipient(self, name: str, attributes: dict[str, Any]) -> None: ...
     def delete_recipient(self, name: str) -> None: ...
+
+    def rotate_token(self, name: str) -> str | None:
+        """Give a token recipient a new credential (returned, a secret); its old token stops working."""
+        ...
+
+    def known_tables(self, names: Collection[str]) -> set[str]:
+        """Those of ``names`` (``catalog.schema.table``) that exist or that this pipeline produces."""
+        ...
+
     def create_share(self, name: str, comment: str) -> None: ...
     def update_share_comment(self, name: str, comment: str) -> None: ...
 
@@ -88,32 +105,6 @@ class SharingBackend(Protocol):
         ...
 
     def delete_share(self, name: str) -> None: ...
-
-
-class LocalBackend:
-    """No workspace configured: an empty live state, and no writes."""
-
-    description = "dry run: no Databricks workspace configured"
-    can_write = False
-
-    def read_state(self, pack: SharePack) -> LiveState:
-        return LiveState()
-
-    def get_share(self, name: str) -> LiveShare | None:
-        return None
-
-    def get_recipient(self, name: str) -> LiveRecipient | None:
-        return None
-
-    def _refuse(self, *args: object) -> None:
-        raise RuntimeError(
-            "No Databricks workspace is configured, so nothing can be shared: set DATABRICKS_HOST and "
-            "DATABRICKS_TOKEN to apply the plan."
-        )
-
-    create_recipient = update_recipient = delete_recipient = _refuse  # type: ignore[assignment]
-    create_share = update_share_comment = update_share_objects = _refuse  # type: ignore[assignment]
-    update_share_permissions = delete_share = _refuse  # type: ignore[assignment]
 
 
 @contextmanager
@@ -149,9 +140,11 @@ class UnityCatalogBackend:
     """Unity Catalog shares, recipients and share permissions through a ``WorkspaceClient``."""
 
     can_write = True
+    credential_kind = "activation link"
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, produced_tables: Collection[str] = ()) -> None:
         self._w = client
+        self._produced = frozenset(produced_tables)
         sdk_logger = logging.getLogger("databricks.sdk")
         if _REDACTOR not in sdk_logger.filters:
             sdk_logger.addFilter(_REDACTOR)
@@ -260,6 +253,26 @@ class UnityCatalogBackend:
         with _api_errors():
             self._w.recipients.delete(name)
 
+    def rotate_token(self, name: str) -> str | None:
+        with _api_errors():
+            # The old token stops at once: a rotation answers a leak, so no grace period.
+            info = self._w.recipients.rotate_token(name, existing_token_expire_in_seconds=0)
+        links = [t.activation_url for t in info.tokens or [] if t.activation_url]
+        return links[-1] if links else info.activation_url
+
+    def known_tables(self, names: Collection[str]) -> set[str]:
+        """Produced by this pipeline, or a table Unity Catalog knows (``tables.exists``)."""
+        known = {n for n in names if n in self._produced}
+        for name in sorted(set(names) - known):
+            try:
+                with _api_errors():
+                    if self._w.tables.exists(name).table_exists:
+                        known.add(name)
+            except SharingApiError as exc:
+                if not exc.does_not_exist:
+                    raise
+        return known
+
     def create_share(self, name: str, comment: str) -> None:
         with _api_errors():
             self._w.shares.create(name, comment=comment)
@@ -323,4 +336,145 @@ def _live_recipient(info: Any) -> LiveRecipient:
         metastore_id=info.data_recipient_global_metastore_id,
         allowed_ips=tuple(info.ip_access_list.allowed_ip_addresses or []) if info.ip_access_list else (),
         properties=dict(properties or {}),
+    )
+
+
+class SharingServerBackend:
+    """The local Delta Sharing server's state (``server/state.py``) as a sharing backend.
+
+    Token (D2O) recipients get a bearer token; ``create_recipient`` and ``rotate_token`` return the
+    profile file's JSON (``shareCredentialsVersion``, ``endpoint``, ``bearerToken``, ``expirationTime``),
+    which the reconciler writes to a 0600 file. Only the token's hash is stored. D2D recipients are
+    kept so that plans match Unity Catalog's, but cannot read from this server (they have no token).
+    A data object must be a table of ``lakehouse`` that exists or that the pipeline produces
+    (``produced_tables``), as Unity Catalog refuses unknown tables with ``TABLE_DOES_NOT_EXIST``.
+    """
+
+    can_write = True
+    credential_kind = "profile file"
+
+    def __init__(self, state: SharingState, lakehouse: Lakehouse, endpoint: str,
+                 token_lifetime: timedelta, produced_tables: Collection[str] = ()) -> None:
+        self._state = state
+        self._lakehouse = lakehouse
+        self._endpoint = endpoint.rstrip("/")
+        self._token_lifetime = token_lifetime
+        self._produced = frozenset(produced_tables)
+        self.description = f"Delta Sharing server {self._endpoint} (state {state.description})"
+
+    # -- read ------------------------------------------------------------------------------------
+    def read_state(self, pack: SharePack) -> LiveState:
+        state = LiveState()
+        wanted_shares = {s.name for s in pack.share}
+        for row in self._state.shares():
+            if row.name in wanted_shares or managing_pack(row.comment) == pack.pack_id:
+                state.shares[row.name] = self._live_share(row.name, row.comment)
+        wanted_recipients = {r.name for r in pack.recipient}
+        for recipient in self._state.recipients():
+            if recipient.name in wanted_recipients or managing_pack(recipient.comment) == pack.pack_id:
+                state.recipients[recipient.name] = _live_server_recipient(recipient)
+        return state
+
+    def get_share(self, name: str) -> LiveShare | None:
+        row = self._state.share(name)
+        return self._live_share(name, row.comment) if row else None
+
+    def get_recipient(self, name: str) -> LiveRecipient | None:
+        row = self._state.recipient(name)
+        return _live_server_recipient(row) if row else None
+
+    def _live_share(self, name: str, comment: str | None) -> LiveShare:
+        objects = {
+            o.name: LiveObject(o.name, o.data_object_type, o.shared_as, o.comment, o.cdf_enabled, o.history_sharing)
+            for o in self._state.objects(name)
+        }
+        return LiveShare(name, comment, objects, self._state.grants(name))
+
+    def known_tables(self, names: Collection[str]) -> set[str]:
+        """Produced by the pipeline, or a Delta table of the lakehouse that exists now."""
+        from deltalake import DeltaTable
+
+        known = set()
+        for name in names:
+            parsed = self._lakehouse.parse_table_name(name)
+            if name in self._produced:
+                known.add(name)
+            elif parsed:
+                location = self._lakehouse.location(*parsed)
+                if DeltaTable.is_deltatable(location.delta_uri, storage_options=location.delta_storage_options()):
+                    known.add(name)
+        return known
+
+    # -- write -----------------------------------------------------------------------------------
+    def create_recipient(self, name: str, attributes: dict[str, Any]) -> str | None:
+        with _state_errors():
+            self._state.create_recipient(name, attributes)
+            if attributes["authentication_type"] != "TOKEN":
+                return None
+            return self._profile(self._state.issue_token(name, self._token_lifetime))
+
+    def rotate_token(self, name: str) -> str | None:
+        with _state_errors():
+            recipient = self._state.recipient(name)
+            if recipient is None:
+                raise StateError(404, "RECIPIENT_DOES_NOT_EXIST", f"Recipient '{name}' does not exist.")
+            if recipient.authentication_type != "TOKEN":
+                raise StateError(400, "INVALID_PARAMETER_VALUE",
+                                 f"Recipient '{name}' is not a token recipient: it has no token to rotate.")
+            return self._profile(self._state.issue_token(name, self._token_lifetime))
+
+    def update_recipient(self, name: str, attributes: dict[str, Any]) -> None:
+        with _state_errors():
+            self._state.update_recipient(name, attributes)
+
+    def delete_recipient(self, name: str) -> None:
+        with _state_errors():
+            self._state.delete_recipient(name)
+
+    def create_share(self, name: str, comment: str) -> None:
+        with _state_errors():
+            self._state.create_share(name, comment)
+
+    def update_share_comment(self, name: str, comment: str) -> None:
+        with _state_errors():
+            self._state.update_share_comment(name, comment)
+
+    def update_share_objects(self, name: str, updates: list[tuple[str, str, dict[str, Any]]]) -> None:
+        missing = sorted({n for action, n, _ in updates if action == "ADD"} - self.known_tables(
+            {n for action, n, _ in updates if action == "ADD"}))
+        if missing:  # checked before the transaction: the request stays all or nothing
+            raise SharingApiError(404, "TABLE_DOES_NOT_EXIST", f"Table '{missing[0]}' does not exist.")
+        with _state_errors():
+            self._state.update_share_objects(name, updates)
+
+    def update_share_permissions(self, name: str, grant: list[str], revoke: list[str]) -> None:
+        with _state_errors():
+            self._state.update_share_permissions(name, grant, revoke)
+
+    def delete_share(self, name: str) -> None:
+        with _state_errors():
+            self._state.delete_share(name)
+
+    def _profile(self, token: IssuedToken) -> str:
+        expires = token.expires_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return json.dumps({"shareCredentialsVersion": 1, "endpoint": self._endpoint,
+                           "bearerToken": token.bearer_token, "expirationTime": expires}, indent=2)
+
+
+@contextmanager
+def _state_errors() -> Iterator[None]:
+    try:
+        yield
+    except StateError as exc:
+        raise SharingApiError(exc.status, exc.error_code, exc.message) from None
+
+
+def _live_server_recipient(row: Any) -> LiveRecipient:
+    return LiveRecipient(
+        name=row.name,
+        authentication_type=row.authentication_type,
+        comment=row.comment,
+        metastore_id=row.metastore_id,
+        allowed_ips=tuple(row.allowed_ips),
+        properties=dict(row.properties),
     )

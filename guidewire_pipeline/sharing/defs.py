@@ -1,15 +1,19 @@
 """Dagster definitions of the sharing domain, merged by guidewire_pipeline/definitions.py.
 
-- asset ``delta_shares``, downstream of the gold marts its share pack shares;
-- resource ``delta_sharing``: Unity Catalog when DATABRICKS_HOST and DATABRICKS_TOKEN are set (bound
-  through ``EnvVar``), else the local dry run against an empty live state; activation links of new
-  token recipients go to ``GW_ACTIVATION_LINK_DIR`` (default ``~/.guidewire_pipeline/activation-links``);
-- ``delta_sharing_plan_job`` (dry run, writes nothing) and ``delta_sharing_job`` (applies).
+- asset ``delta_shares``, downstream of every gold mart, and its check ``sharepack_plan``;
+- resource ``delta_sharing``, built from the settings' lakehouse: Unity Catalog when a workspace is
+  configured (``DATABRICKS_HOST`` with a token or a service principal, bound through ``EnvVar``), else
+  the local Delta Sharing server's state (``GW_SHARING_STATE_URL``); credentials of new token
+  recipients go to ``GW_ACTIVATION_LINK_DIR`` (default ``~/.guidewire_pipeline/activation-links``);
+- ``delta_sharing_plan_job`` (dry run, writes nothing), ``delta_sharing_job`` (applies) and
+  ``delta_sharing_schedule`` (applies on ``GW_SHARING_CRON``, default daily 06:00; off until turned on).
+
+Nothing here reads the share pack: it is read when a sharing step runs, so a broken pack never stops
+the Definitions from loading, nor any raw, bronze or silver run.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 
 import dagster as dg
@@ -19,55 +23,68 @@ from guidewire_pipeline.raw.partitions import gold_asset_key
 from guidewire_pipeline.settings import Settings
 from guidewire_pipeline.sharing.assets import (
     DEFAULT_ACTIVATION_LINK_DIR,
+    DEFAULT_SHARING_ENDPOINT,
+    DEFAULT_TOKEN_LIFETIME_DAYS,
     DELTA_SHARES_KEY,
     DeltaSharingResource,
     build_delta_shares_asset,
-    sharepack_path,
+    build_sharepack_plan_check,
 )
-from guidewire_pipeline.sharing.sharepack import SharePackInvalid, load_sharepack
+from guidewire_pipeline.sharing.server.state import STATE_URL_ENV
 
-log = logging.getLogger(__name__)
+DEFAULT_SHARING_CRON = "0 6 * * *"
 
 
-def shared_gold_marts(settings: Settings) -> list[str]:
-    """The gold marts the pack shares: data objects ``catalog.schema.<mart>`` matched by table name to
-    ``medallion/gold/<mart>.sql``. While that folder has no mart yet, every table the pack names.
-
-    An invalid pack yields no dependency here (the definitions still load); the asset then fails with
-    the pack's problems when it runs.
-    """
-    try:
-        pack = load_sharepack(sharepack_path(settings)).pack
-    except SharePackInvalid as exc:
-        log.warning("delta_shares has no gold dependencies: %s", exc)
-        return []
-    tables = sorted({obj.table_name for share in pack.share for obj in share.data_objects})
-    marts = set(load_marts())
-    return [t for t in tables if t in marts] if marts else tables
+def build_sharing_resource(settings: Settings) -> DeltaSharingResource:
+    """The ``delta_sharing`` resource: the lakehouse from ``settings.lakehouse``, secrets as ``EnvVar``."""
+    lakehouse = settings.lakehouse
+    common: dict = {
+        "activation_link_dir": os.environ.get("GW_ACTIVATION_LINK_DIR") or DEFAULT_ACTIVATION_LINK_DIR,
+        "delta_root": lakehouse.delta_root,
+        "catalog": lakehouse.catalog,
+        "endpoint": os.environ.get("GW_SHARING_ENDPOINT") or DEFAULT_SHARING_ENDPOINT,
+        "token_lifetime_days": int(os.environ.get("GW_SHARING_TOKEN_DAYS") or DEFAULT_TOKEN_LIFETIME_DAYS),
+    }
+    if os.environ.get(STATE_URL_ENV):
+        common["state_url"] = dg.EnvVar(STATE_URL_ENV)  # a Postgres URL may carry a password
+    if settings.databricks_configured:
+        secrets = {
+            field: dg.EnvVar(variable)
+            for field, variable in (("token", "DATABRICKS_TOKEN"), ("client_id", "DATABRICKS_CLIENT_ID"),
+                                    ("client_secret", "DATABRICKS_CLIENT_SECRET"))
+            if os.environ.get(variable)
+        }
+        return DeltaSharingResource(host=dg.EnvVar("DATABRICKS_HOST"), **secrets, **common)
+    return DeltaSharingResource(**common)
 
 
 def build_defs(settings: Settings) -> dg.Definitions:
-    link_dir = os.environ.get("GW_ACTIVATION_LINK_DIR") or DEFAULT_ACTIVATION_LINK_DIR
-    resource = (
-        DeltaSharingResource(
-            host=dg.EnvVar("DATABRICKS_HOST"),
-            token=dg.EnvVar("DATABRICKS_TOKEN"),
-            activation_link_dir=link_dir,
-        )
-        if settings.databricks_configured
-        else DeltaSharingResource(activation_link_dir=link_dir)
-    )
-    asset = build_delta_shares_asset(settings, [gold_asset_key(m) for m in shared_gold_marts(settings)])
+    asset = build_delta_shares_asset(settings, [gold_asset_key(m) for m in load_marts()])
+    check = build_sharepack_plan_check(settings)
     plan_job = dg.define_asset_job(
         "delta_sharing_plan_job",
         selection=dg.AssetSelection.assets(DELTA_SHARES_KEY),
         config={"ops": {"delta_shares": {"config": {"dry_run": True}}}},
-        description="Dry run: read the workspace and show the sharing plan in the asset's metadata; writes nothing.",
+        description="Dry run: read the live state and show the sharing plan in the asset's metadata; writes nothing.",
     )
     apply_job = dg.define_asset_job(
         "delta_sharing_job",
         selection=dg.AssetSelection.assets(DELTA_SHARES_KEY),
-        config={"ops": {"delta_shares": {"config": {"dry_run": False}}}},
-        description="Apply the share pack: create, update (and with prune: delete) shares, recipients and grants.",
+        description="Apply the share pack: create, update (and with prune: delete) shares, recipients and "
+        "grants. Run config `ops.delta_shares.config.rotate: [recipient]` renews token credentials.",
     )
-    return dg.Definitions(assets=[asset], jobs=[plan_job, apply_job], resources={"delta_sharing": resource})
+    schedule = dg.ScheduleDefinition(
+        name="delta_sharing_schedule",
+        job=apply_job,
+        cron_schedule=os.environ.get("GW_SHARING_CRON") or DEFAULT_SHARING_CRON,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="Applies the share pack on its own schedule, apart from the data refresh. Off by "
+        "default: turn it on in the UI (Automation) or run delta_sharing_job on demand.",
+    )
+    return dg.Definitions(
+        assets=[asset],
+        asset_checks=[check],
+        jobs=[plan_job, apply_job],
+        schedules=[schedule],
+        resources={"delta_sharing": build_sharing_resource(settings)},
+    )

@@ -15,6 +15,11 @@ Rules, in the spirit of Terraform's ``databricks_share`` / ``databricks_recipien
 - *Prune*: a resource marked for this pack that is no longer in the pack is deleted only with
   ``prune: true``; otherwise it is listed as orphaned.
 
+- *Rotate*: a token recipient named in ``rotate`` (``*``: every token recipient of the pack) gets a
+  new credential; its old token stops working. Nothing in the pack changes for that.
+- *Known tables*: a data object must name a table the pipeline produces or one that exists
+  (``known_tables``, read by the backend); an unknown one is refused with its YAML line or Excel cell.
+
 A plan with refusals is *blocked*: nothing of it may be applied.
 """
 
@@ -22,11 +27,15 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from guidewire_pipeline.sharing.sharepack import DataObjectSpec, RecipientSpec, SharePack, ShareSpec
+
+Locate = Callable[[tuple[str | int, ...]], str]
+ROTATE_ALL = "*"
 
 # -- managed-by marker --------------------------------------------------------------------------------
 _MARKER = re.compile(r"\s*\[managed by share pack '([^']+)'\]\s*$")
@@ -89,6 +98,7 @@ class ActionKind(StrEnum):
     UPDATE_RECIPIENT = "update_recipient"
     REPLACE_RECIPIENT = "replace_recipient"
     DELETE_RECIPIENT = "delete_recipient"
+    ROTATE_TOKEN = "rotate_token"
     CREATE_SHARE = "create_share"
     UPDATE_SHARE = "update_share"
     DELETE_SHARE = "delete_share"
@@ -135,6 +145,8 @@ class Action:
             return "data_object"
         if self.kind in (ActionKind.GRANT, ActionKind.REVOKE):
             return "grant"
+        if self.kind == ActionKind.ROTATE_TOKEN:
+            return "recipient"
         return "recipient" if "recipient" in self.kind.value else "share"
 
     @property
@@ -277,8 +289,20 @@ def _ownership(
     ), False
 
 
-def compute_plan(pack: SharePack, live: LiveState) -> Plan:
-    """Diff ``pack`` against ``live``. Pure: reads nothing, writes nothing."""
+def compute_plan(
+    pack: SharePack,
+    live: LiveState,
+    *,
+    rotate: Collection[str] = (),
+    known_tables: Collection[str] | None = None,
+    locate: Locate | None = None,
+) -> Plan:
+    """Diff ``pack`` against ``live``. Pure: reads nothing, writes nothing.
+
+    ``rotate`` names token recipients whose credential is renewed (``*``: all of them); a name not in
+    the pack, or a D2D recipient, is refused. ``known_tables`` (None: not checked) lists the data
+    objects that exist or are produced; every other one is refused, located with ``locate``.
+    """
     plan = Plan(pack.pack_id)
     pid = pack.pack_id
     replaced: set[str] = set()
@@ -356,6 +380,10 @@ def compute_plan(pack: SharePack, live: LiveState) -> Plan:
             plan.actions.append(
                 Action(ActionKind.UPDATE_RECIPIENT, None, spec.name, reason, tuple(changes), want)
             )
+
+    _plan_rotations(pack, live, rotate, refused | replaced, plan)
+    if known_tables is not None:
+        plan.refusals.extend(unknown_object_refusals(pack, known_tables, locate))
 
     # shares, their objects and grants
     for spec in pack.share:
@@ -451,6 +479,7 @@ _ORDER = [
     ActionKind.REPLACE_RECIPIENT,
     ActionKind.CREATE_RECIPIENT,
     ActionKind.UPDATE_RECIPIENT,
+    ActionKind.ROTATE_TOKEN,
     ActionKind.CREATE_SHARE,
     ActionKind.UPDATE_SHARE,
     ActionKind.REMOVE_OBJECT,
@@ -461,6 +490,49 @@ _ORDER = [
     ActionKind.DELETE_SHARE,
     ActionKind.DELETE_RECIPIENT,
 ]
+
+
+def _plan_rotations(
+    pack: SharePack, live: LiveState, rotate: Collection[str], skip: set[str], plan: Plan
+) -> None:
+    """ROTATE_TOKEN for the named token recipients that exist and are not replaced anyway."""
+    names = set(rotate)
+    for name in sorted(names - {ROTATE_ALL} - {r.name for r in pack.recipient}):
+        plan.refusals.append(Refusal("recipient", name, f"cannot rotate the token of {name!r}: it is not a "
+                                     "recipient of this pack (check the name, or use '*' for all)"))
+    for spec in pack.recipient:
+        if spec.name not in names and ROTATE_ALL not in names:
+            continue
+        if spec.type != "D2O":
+            if spec.name in names:
+                plan.refusals.append(Refusal("recipient", spec.name, f"cannot rotate the token of {spec.name!r}: "
+                                             "it is a D2D recipient, which has no token"))
+            continue
+        if spec.name in skip or spec.name not in live.recipients:
+            continue  # refused, replaced, or created: it gets a new credential or none anyway
+        plan.actions.append(Action(ActionKind.ROTATE_TOKEN, None, spec.name, "token rotation requested",
+                                   attributes=recipient_attributes(spec, pack.pack_id)))
+
+
+def unknown_object_refusals(
+    pack: SharePack, known_tables: Collection[str], locate: Locate | None = None
+) -> list[Refusal]:
+    """One refusal per data object that names no known table, with its YAML line or Excel cell."""
+    refusals = []
+    known = set(known_tables)
+    for i, share in enumerate(pack.share):
+        for j, obj in enumerate(share.data_objects):
+            if obj.name in known:
+                continue
+            where = f"{locate(('share', i, 'data_objects', j))}: " if locate else ""
+            refusals.append(Refusal(
+                "data_object", f"{share.name}/{obj.name}",
+                f"{where}share[{i}].data_objects[{j}]: table {obj.name!r} does not exist and this pipeline "
+                "does not produce it: name a gold mart (<catalog>.gold.<mart>, one per SQL file in "
+                "medallion/gold/) or a table that exists (in Unity Catalog, or under GW_DELTA_ROOT for "
+                "the local sharing server)",
+            ))
+    return refusals
 
 
 def _diff_objects(pack: SharePack, spec: ShareSpec, have: LiveShare, plan: Plan) -> None:

@@ -12,8 +12,9 @@ when the plan is not blocked) applies it. Every action ends with one ``ActionRes
 
 A partial failure leaves the workspace in a state the next plan starts from, so a rerun converges.
 
-Secrets: a TOKEN recipient's activation link is written by ``ActivationLinkStore`` to a file only the
-user can read; results carry only the file's path. The link is never logged or returned.
+Secrets: a TOKEN recipient's credential (a Unity Catalog activation link, or the local server's
+profile file with its bearer token) is written by ``ActivationLinkStore`` to a file only the user
+can read; results carry only the file's path. The credential is never logged or returned.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from guidewire_pipeline.sharing.backends import SharingApiError, SharingBackend
-from guidewire_pipeline.sharing.plan import Action, ActionKind, Plan, compute_plan, managing_pack
+from guidewire_pipeline.sharing.plan import Action, ActionKind, Locate, Plan, compute_plan, managing_pack
 from guidewire_pipeline.sharing.sharepack import SharePack
 
 log = logging.getLogger(__name__)
@@ -46,17 +47,24 @@ class ActionResult:
     message: str = ""
 
 
-class ActivationLinkStore:
-    """Writes activation links to ``<directory>/<recipient>.activation-link``, mode 0600, in a 0700 folder."""
+CREDENTIAL_SUFFIXES = {"activation link": ".activation-link", "profile file": ".share"}
 
-    def __init__(self, directory: str | Path) -> None:
+
+class ActivationLinkStore:
+    """Writes token recipients' credentials to ``<directory>/<recipient><suffix>``, mode 0600, in a 0700
+    folder: ``.activation-link`` for Unity Catalog's activation links, ``.share`` for the local server's
+    profile files (the file a partner passes to the Delta Sharing client)."""
+
+    def __init__(self, directory: str | Path, kind: str = "activation link") -> None:
         self.directory = Path(directory).expanduser()
+        self.kind = kind
+        self.suffix = CREDENTIAL_SUFFIXES[kind]
 
     def save(self, recipient: str, link: str) -> Path:
-        """Write the link (replacing an older one) and return the file's path. Never logs the link."""
+        """Write the credential (replacing an older one) and return the file's path. Never logs it."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.directory, 0o700)
-        path = self.directory / f"{recipient}.activation-link"
+        path = self.directory / f"{recipient}{self.suffix}"
         # O_CREAT with 0600 so the file is never readable by others, not even for a moment.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -77,7 +85,7 @@ class SharingResult:
     mode: str = ""
     """Why it was (not) applied, e.g. "dry run: no Databricks workspace configured"."""
     activation_links: dict[str, Path] = field(default_factory=dict)
-    """Recipient name → file holding its activation link (the path only; the file is the secret)."""
+    """Recipient name → file holding its credential (the path only; the file is the secret)."""
     audit_rows: int = 0
 
     def with_outcome(self, outcome: Outcome) -> list[ActionResult]:
@@ -117,10 +125,22 @@ class SharingResult:
 
 
 def reconcile(
-    pack: SharePack, backend: SharingBackend, links: ActivationLinkStore, *, apply: bool
+    pack: SharePack,
+    backend: SharingBackend,
+    links: ActivationLinkStore,
+    *,
+    apply: bool,
+    rotate: tuple[str, ...] = (),
+    locate: Locate | None = None,
 ) -> SharingResult:
-    """Read, plan and, if ``apply`` and the backend can write and nothing is refused, apply."""
-    plan = compute_plan(pack, backend.read_state(pack))
+    """Read, plan and, if ``apply`` and the backend can write and nothing is refused, apply.
+
+    The plan refuses data objects the backend does not know (``known_tables``), named at ``locate``'s
+    location, and renews the credentials of the recipients in ``rotate`` (``*``: all token recipients).
+    """
+    names = {obj.name for share in pack.share for obj in share.data_objects}
+    plan = compute_plan(pack, backend.read_state(pack), rotate=rotate,
+                        known_tables=backend.known_tables(names), locate=locate)
     if not apply or not backend.can_write:
         mode = "dry run: plan only" if backend.can_write else backend.description
         return SharingResult(
@@ -204,9 +224,12 @@ def _apply(
                 )
             elif a.kind == ActionKind.UPDATE_RECIPIENT:
                 ok = run([i], lambda a=a: backend.update_recipient(a.name, a.attributes), never)
+            elif a.kind == ActionKind.ROTATE_TOKEN:
+                ok = run([i], lambda a=a: _save_credential(links, link_files, a.name,
+                                                           backend.rotate_token(a.name)), never)
             else:
                 continue
-            if not ok and a.kind != ActionKind.UPDATE_RECIPIENT:
+            if not ok and a.kind in (ActionKind.REPLACE_RECIPIENT, ActionKind.CREATE_RECIPIENT):
                 failed_recipients.add(a.name)
 
         # shares
@@ -296,22 +319,26 @@ def _ordered_unique(values: object) -> list[str]:
 def _create_recipient(
     backend: SharingBackend, links: ActivationLinkStore, link_files: dict[str, Path], action: Action
 ) -> str | None:
-    """Create the recipient and store its activation link. The server shows the link once, so a link
-    that cannot be stored does not undo the creation: the note says how to get a new one."""
-    link = backend.create_recipient(action.name, action.attributes)
-    if not link:
+    """Create the recipient and store its credential (activation link or profile file)."""
+    return _save_credential(links, link_files, action.name, backend.create_recipient(action.name, action.attributes))
+
+
+def _save_credential(
+    links: ActivationLinkStore, link_files: dict[str, Path], recipient: str, credential: str | None
+) -> str | None:
+    """Store a credential the server just issued. The server shows it once, so one that cannot be
+    stored does not undo the write: the note says how to get a new one."""
+    if not credential:
         return None
     try:
-        link_files[action.name] = links.save(action.name, link)
+        link_files[recipient] = links.save(recipient, credential)
     except OSError as exc:
         return (
-            f"created, but its activation link could not be written to {links.directory} ({exc.strerror}): "
-            f"fix GW_ACTIVATION_LINK_DIR and rotate the recipient's token to get a new link"
+            f"done, but its {links.kind} could not be written to {links.directory} ({exc.strerror}): "
+            f"fix GW_ACTIVATION_LINK_DIR and rotate the recipient's token (rotate: [{recipient}]) to get a new one"
         )
-    log.info(
-        "Activation link of recipient %s written to %s (mode 0600)", action.name, link_files[action.name]
-    )
-    return f"activation link written to {link_files[action.name]}"
+    log.info("%s of recipient %s written to %s (mode 0600)", links.kind.capitalize(), recipient, link_files[recipient])
+    return f"{links.kind} written to {link_files[recipient]}"
 
 
 def _replace_recipient(

@@ -28,6 +28,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,10 +244,12 @@ class SharePack(_Strict):
 
 @dataclass(frozen=True)
 class LoadedPack:
-    """A validated pack and the file it came from."""
+    """A validated pack, the file it came from, and where each field is in that file."""
 
     pack: SharePack
     source: str
+    locate: Callable[[Path_], str] | None = None
+    """Field path → "file line N" (YAML) or "file sheet 'x' row N column 'y' (cell C3)" (Excel)."""
 
 
 # -- validation with locations -----------------------------------------------------------------------
@@ -306,7 +309,7 @@ def validate_pack(raw: Any, source: str, locate: Locator) -> LoadedPack:
     problems.extend(_cross_checks(raw, locate))
     if problems or pack is None:
         raise SharePackInvalid(source, _unique(problems))
-    return LoadedPack(pack, source)
+    return LoadedPack(pack, source, locate)
 
 
 def _unique(problems: list[PackProblem]) -> list[PackProblem]:
@@ -422,7 +425,11 @@ def _yaml_locator(source: str, root: yaml.Node | None) -> Locator:
 def load_yaml(path: Path) -> LoadedPack:
     """Load and validate a YAML share pack. Raise ``SharePackInvalid`` (with line numbers) on problems."""
     source = str(path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise _unreadable(source, f"not a text file (byte {exc.start} is not UTF-8): a .yaml share pack "
+                          "must be UTF-8 text; point GW_SHAREPACK at the pack, or save it as YAML") from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         raw = yaml.safe_load(text)
@@ -430,13 +437,14 @@ def load_yaml(path: Path) -> LoadedPack:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source} line {mark.line + 1}" if mark else source
         raise SharePackInvalid(
-            source, [PackProblem(where, "(yaml)", f"not valid YAML: {exc}; fix the syntax")]
+            source, [PackProblem(where, "(yaml)", f"not valid YAML: {exc}; fix the syntax (this is the file GW_SHAREPACK names)")]
         ) from exc
     return validate_pack(raw, source, _yaml_locator(source, root))
 
 
 # -- Excel -----------------------------------------------------------------------------------------
 EXCEL_SHEETS = ("metadata", "options", "recipient", "share", "data_objects")
+REQUIRED_SHEETS = ("metadata", "recipient", "share", "data_objects")
 _LIST_COLUMNS = {"allowed_ips", "recipients"}
 
 
@@ -452,9 +460,21 @@ def load_excel(path: Path) -> LoadedPack:
     (``allowed_ips``, ``recipients``) are comma- or newline-separated. Problems name sheet, row and column.
     """
     import openpyxl  # imported lazily: YAML packs never pay for it
+    import openpyxl.utils.exceptions
 
     source = str(path)
-    workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    try:
+        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, openpyxl.utils.exceptions.InvalidFileException, KeyError, OSError) as exc:
+        raise _unreadable(source, f"not an Excel workbook ({type(exc).__name__}: {exc}): an .xlsx share pack "
+                          f"must be a workbook with the sheets {', '.join(REQUIRED_SHEETS)}; point "
+                          "GW_SHAREPACK at one, or use a .yaml pack") from None
+    missing = [sheet for sheet in REQUIRED_SHEETS if sheet not in workbook.sheetnames]
+    if missing:
+        workbook.close()
+        raise _unreadable(source, f"the workbook has no sheet {', '.join(map(repr, missing))}: a share pack "
+                          f"workbook needs the sheets {', '.join(REQUIRED_SHEETS)} (options is optional); "
+                          "add the missing sheet(s), e.g. from the shipped gold_marts.xlsx")
     cells: dict[Path_, str] = {}
     problems: list[PackProblem] = []
     raw: dict[str, Any] = {}
@@ -562,6 +582,11 @@ def load_excel(path: Path) -> LoadedPack:
     return loaded
 
 
+def _unreadable(source: str, message: str) -> SharePackInvalid:
+    """The one error for a pack file that cannot be read at all, naming it and GW_SHAREPACK."""
+    return SharePackInvalid(source, [PackProblem(source, "GW_SHAREPACK", message)])
+
+
 # -- entry point -----------------------------------------------------------------------------------
 DEFAULT_SHAREPACK = Path(__file__).parent / "sharepacks" / "gold_marts.yaml"
 
@@ -585,10 +610,14 @@ def load_sharepack(path: str | Path | None = None) -> LoadedPack:
             ],
         )
     suffix = pack_path.suffix.lower()
-    if suffix in (".yaml", ".yml"):
-        return load_yaml(pack_path)
-    if suffix == ".xlsx":
-        return load_excel(pack_path)
+    try:
+        if suffix in (".yaml", ".yml"):
+            return load_yaml(pack_path)
+        if suffix == ".xlsx":
+            return load_excel(pack_path)
+    except OSError as exc:  # unreadable (permissions, I/O): the same one error
+        raise _unreadable(source, f"cannot be read ({exc.strerror or exc}): make it readable, or point "
+                          "GW_SHAREPACK at another .yaml or .xlsx share pack") from None
     raise SharePackInvalid(
         source,
         [PackProblem(source, "GW_SHAREPACK", f"unsupported extension {suffix!r}: use .yaml, .yml or .xlsx")],

@@ -7,12 +7,16 @@ timestamps, tokens) and the error bodies the workspace returns:
 
 - ``SHARE_ALREADY_EXISTS`` (400) when a share is created twice;
 - ``RESOURCE_ALREADY_EXISTS`` (409) when a recipient is created twice or an object added twice;
+- ``TABLE_DOES_NOT_EXIST`` (404) when a share adds a table that is not in the table registry
+  ``ws.uc_tables`` (full name → table info; shared with the UC tables endpoints, which fill it, and
+  with tests, which may register tables with ``register_table``);
 - ``SHARE_DOES_NOT_EXIST`` / ``RECIPIENT_DOES_NOT_EXIST`` / ``RESOURCE_DOES_NOT_EXIST`` (404);
 - ``INVALID_PARAMETER_VALUE`` (400) for requests the server would reject.
 
 ``ws.uc.fail_next(method, path_regex, status, error_code, message)`` makes the next matching request
 fail once (after it was counted in ``ws.requests``), to test partial failures.
-``ws.uc.activation_links`` lists every activation link issued, so tests can look for leaks.
+``ws.uc.activation_links`` lists every activation link issued (rotations included), so tests can
+look for leaks.
 """
 
 from __future__ import annotations
@@ -62,10 +66,22 @@ def _recipient_missing(name: str) -> FakeApiError:
     return FakeApiError(404, "RECIPIENT_DOES_NOT_EXIST", f"Recipient '{name}' does not exist.")
 
 
+def register_table(ws: FakeDatabricksWorkspace, full_name: str, storage_location: str = "",
+                   columns: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Put an external Delta table into ``ws.uc_tables``, as the UC tables endpoints would."""
+    catalog, schema, name = full_name.split(".")
+    info = {"full_name": full_name, "catalog_name": catalog, "schema_name": schema, "name": name,
+            "table_type": "EXTERNAL", "data_source_format": "DELTA",
+            "storage_location": storage_location or f"s3://fake-lake/{schema}/{name}", "columns": columns or []}
+    ws.__dict__.setdefault("uc_tables", {})[full_name] = info
+    return info
+
+
 def install(ws: FakeDatabricksWorkspace) -> None:
     """Register the sharing routes on ``ws`` and keep their state on ``ws.uc``."""
     uc = UnityCatalogState()
     ws.uc = uc  # type: ignore[attr-defined]
+    tables: dict[str, dict[str, Any]] = ws.__dict__.setdefault("uc_tables", {})
 
     def guarded(method: str, pattern: str):  # noqa: ANN202 - decorator factory
         def register(handler):  # noqa: ANN001, ANN202
@@ -134,6 +150,8 @@ def install(ws: FakeDatabricksWorkspace) -> None:
                     400, "INVALID_PARAMETER_VALUE", f"Invalid data_object_type for {obj_name}."
                 )
             if action == "ADD":
+                if obj.get("data_object_type", "TABLE") == "TABLE" and obj_name not in tables:
+                    raise FakeApiError(404, "TABLE_DOES_NOT_EXIST", f"Table '{obj_name}' does not exist.")
                 if obj_name in objects:
                     raise FakeApiError(
                         409,
@@ -296,6 +314,27 @@ def install(ws: FakeDatabricksWorkspace) -> None:
                 recipient[key] = body[key]
         recipient.update(updated_at=_now(), updated_by=ME)
         return recipient_view(recipient)
+
+    @guarded("POST", f"{UC}/recipients/([^/]+)/rotate-token")
+    def rotate_token(match, query, body):
+        name = match.group(1)
+        if name not in uc.recipients:
+            raise _recipient_missing(name)
+        recipient = uc.recipients[name]
+        if recipient["authentication_type"] != "TOKEN":
+            raise FakeApiError(400, "INVALID_PARAMETER_VALUE", "Only TOKEN recipients have tokens to rotate.")
+        if "existing_token_expire_in_seconds" not in body:
+            raise FakeApiError(400, "INVALID_PARAMETER_VALUE", "existing_token_expire_in_seconds is required.")
+        link = f"{ws.host}/delta_sharing/retrieve_config.html?{secrets.token_urlsafe(24)}"
+        uc.activation_links.append(link)
+        recipient["tokens"] = [{"id": secrets.token_hex(8), "activation_url": link, "created_at": _now(),
+                                "created_by": ME, "expiration_time": _now() + 86_400_000,
+                                "updated_at": _now(), "updated_by": ME}]
+        return recipient_view(recipient)
+
+    @guarded("GET", f"{UC}/tables/([^/]+)/exists")
+    def table_exists(match, query, body):
+        return {"table_exists": match.group(1) in tables}
 
     @guarded("DELETE", f"{UC}/recipients/([^/]+)")
     def delete_recipient(match, query, body):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -63,18 +65,28 @@ def test_asset_depends_on_the_gold_marts_the_pack_shares(tmp_path: Path):
     }
 
 
-def test_without_a_workspace_the_asset_is_a_dry_run_of_the_empty_state(tmp_path: Path, monkeypatch, link_dir):
+def test_without_a_workspace_the_pack_is_applied_to_the_local_server(tmp_path: Path, monkeypatch, link_dir):
     monkeypatch.delenv("DATABRICKS_HOST", raising=False)
     monkeypatch.delenv("DATABRICKS_TOKEN", raising=False)
     settings = _settings(tmp_path, None)
     with dg.instance_for_test() as instance:
-        result = _run(settings, "delta_sharing_job", instance)
-    metadata = _metadata(result)
-    assert metadata["mode"] == "dry run: no Databricks workspace configured"
-    assert metadata["count_create_share"] == 2 and metadata["count_grant"] == 3 and metadata["applied"] == 0
+        first = _run(settings, "delta_sharing_job", instance)
+        again = _run(settings, "delta_sharing_job", instance)
+    metadata = _metadata(first)
+    assert metadata["mode"].startswith("applied to Delta Sharing server http://127.0.0.1:8080/delta-sharing")
+    assert metadata["count_create_share"] == 2 and metadata["count_grant"] == 3 and metadata["applied"] == 9
     assert metadata["requestor"] == "data-team@example.com" and metadata["project_name"] == "Claims analytics"
     assert "| create_recipient | recipient | `partner-acme` |" in metadata["plan"]
-    assert not Path(audit_table_uri(settings.delta_root)).exists()
+    assert metadata["sharing_server"] == "http://127.0.0.1:8080/delta-sharing"
+    assert "| `claims_gold` | `main.gold.claims_by_state_month` | analytics-workspace, partner-acme |" in metadata["shares"]
+    profile_path = link_dir / "partner-acme.share"
+    assert metadata["activation_link_files"] == {"partner-acme": str(profile_path)}
+    assert stat.S_IMODE(profile_path.stat().st_mode) == 0o600
+    profile = json.loads(profile_path.read_text())
+    assert set(profile) == {"shareCredentialsVersion", "endpoint", "bearerToken", "expirationTime"}
+    assert profile["bearerToken"] not in repr(metadata)
+    assert _metadata(again)["actions"] == 0 and _metadata(again)["audit_rows"] == 0  # idempotent
+    assert len(_audit_rows(settings, "is_current")) == 9
 
 
 def test_plan_job_writes_nothing_and_apply_job_applies_once(uc_workspace, tmp_path: Path, link_dir):
@@ -183,9 +195,9 @@ def test_activation_link_never_in_logs_metadata_or_audit(
     assert leaks == [], f"activation link leaked into {leaks}"  # ... the link is not
 
 
-def test_newcomer_runs_the_plan_job_without_a_workspace(tmp_path: Path):
+def test_newcomer_runs_the_plan_job_without_a_workspace(tmp_path: Path, sharing_state_url: str):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "DAGSTER_HOME", "GW_"))}
-    env.update(GW_DELTA_ROOT=str(tmp_path / "delta"), PYTHONPATH=str(REPO_ROOT))
+    env.update(GW_DELTA_ROOT=str(tmp_path / "delta"), PYTHONPATH=str(REPO_ROOT), GW_SHARING_STATE_URL=sharing_state_url)
     dagster = Path(sys.executable).parent / "dagster"
     completed = subprocess.run(
         [
@@ -205,7 +217,7 @@ def test_newcomer_runs_the_plan_job_without_a_workspace(tmp_path: Path):
     )
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output[-3000:]
-    assert "dry run: no Databricks workspace configured" in output
+    assert "dry run: plan only" in output and "9 planned" in output
     assert "RUN_SUCCESS" in output
 
 

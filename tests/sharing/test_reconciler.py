@@ -18,6 +18,7 @@ from guidewire_pipeline.sharing.backends import UnityCatalogBackend
 from guidewire_pipeline.sharing.plan import ActionKind, compute_plan, with_marker
 from guidewire_pipeline.sharing.reconciler import ActivationLinkStore, Outcome, apply_plan, reconcile
 from guidewire_pipeline.sharing.sharepack import SharePack
+from tests.fakes import unity_catalog
 
 UC = "/api/2.1/unity-catalog"
 
@@ -51,6 +52,7 @@ def test_create_everything_from_empty_then_second_apply_writes_nothing(
 
 def test_drift_by_hand_shows_in_the_plan_and_is_repaired(uc_workspace, backend, links, sample_pack):
     reconcile(sample_pack, backend, links, apply=True)
+    unity_catalog.register_table(uc_workspace, "main.gold.hand_made")  # made by hand, then shared by hand
     w = uc_workspace.client()
     w.shares.update("claims_gold", updates=[_table("main.gold.claims_by_state_month", "REMOVE")])
     w.shares.update("policies_gold", updates=[_table("main.gold.hand_made")])
