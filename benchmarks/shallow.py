@@ -35,8 +35,8 @@ def list_and_footer_floor(bucket: str, prefix: str) -> dict[str, Any]:
     """List every object, then read the footer of every committed parquet file."""
     import boto3
 
-    from guidewire_pipeline.cda.delta_writer import read_parquet_footer
     from guidewire_pipeline.cda.manifest import read_manifest
+    from guidewire_pipeline.cda.shallow_actions import read_parquet_footer
     from guidewire_pipeline.cda.storage import Location
 
     started = time.perf_counter()

@@ -56,8 +56,8 @@ def _scenario(label: str, tables_per_run: int, chosen: list[str], cda: Path, env
               tmp: Path, cursor: str) -> tuple[dict[str, Any], str]:
     import dagster as dg
 
-    from guidewire_pipeline.cda.delta_writer import loaded_watermark, open_table
     from guidewire_pipeline.cda.manifest import read_manifest
+    from guidewire_pipeline.cda.raw_table import read_table_state
     from guidewire_pipeline.cda.sync import raw_table_location
     from guidewire_pipeline.raw.resources import CdaSource
     from guidewire_pipeline.raw.sensors import evaluate_manifest
@@ -74,7 +74,7 @@ def _scenario(label: str, tables_per_run: int, chosen: list[str], cda: Path, env
         runs = list(pool.map(lambda pair: _launch(pair[1], env, tmp, pair[0]), enumerate(requests)))
     wall = time.perf_counter() - started
     manifest = read_manifest(str(cda / "manifest.json"))
-    behind = [t for t in chosen if loaded_watermark(open_table(raw_table_location(env["GW_DELTA_ROOT"], t)))
+    behind = [t for t in chosen if read_table_state(raw_table_location(env["GW_DELTA_ROOT"], t)).loaded_watermark
               != manifest.entries[t].manifest_watermark]
     for run in runs:
         if run["exit"]:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from deltalake import DeltaTable
 
-from guidewire_pipeline.cda.delta_writer import read_table_state
 from guidewire_pipeline.cda.manifest import read_manifest
+from guidewire_pipeline.cda.raw_table import read_table_state
 from guidewire_pipeline.cda.storage import Location
 from guidewire_pipeline.medallion.marts import load_marts
 from guidewire_pipeline.settings import Settings, load_settings

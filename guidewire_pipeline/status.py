@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from guidewire_pipeline.cda.delta_writer import read_table_state
 from guidewire_pipeline.cda.load_plan import count_rows, plan_table
 from guidewire_pipeline.cda.manifest import Manifest, ManifestError, read_manifest
+from guidewire_pipeline.cda.raw_table import read_table_state
 from guidewire_pipeline.cda.storage import Location
 from guidewire_pipeline.settings import Settings
 

@@ -1,11 +1,22 @@
-"""TableReader's first half: decide which CDA batches of a table are pending. This is where the
-watermark rule lives.
+"""TableReader's first half: decide which CDA batches of a table are pending, and how they are cut
+into commits. This is where the watermark rule lives.
 
-A table's safe range is ``(loaded watermark, manifest watermark]``: folders at or below
-``lastSuccessfulWriteTimestamp`` are complete (inclusive), folders above it may be mid-write and are
-never returned. Fingerprints whose schema interval ended at or before the loaded watermark are not
-listed at all, and inside a live fingerprint the listing starts after the loaded watermark's folder,
-so the cost of planning follows the new folders, not the table's history.
+The watermark rule: a table's safe range is ``(loaded watermark, manifest watermark]``. Folders at or
+below ``lastSuccessfulWriteTimestamp`` are complete (inclusive); folders above it may be mid-write and
+are never returned. Every listing starts after the loaded watermark's folder (``StartAfter`` on S3) and
+stops at the manifest watermark, so planning costs what is new, not the table's history.
+
+A CDA batch is a timestamp: the folders of that timestamp in every fingerprint belong to it, and are
+loaded together (``PendingBatch``). ``commit_groups`` cuts the pending batches into runs of
+consecutive batches, each one Delta commit, up to a ``CommitBudget``.
+
+The drained-fingerprint rule: a fingerprint's interval runs from its ``schemaHistory`` start to the
+next fingerprint's start, and CDA writes no folder into an old fingerprint once the next one has
+started. So a fingerprint whose interval ended at or before the loaded watermark is "drained": nothing
+of it is pending. It is still listed from the loaded watermark on (one request, normally empty),
+because a folder that breaks the rule would otherwise be skipped in silence: such a folder, and any
+folder of a fingerprint later than the next fingerprint's start, is loaded and reported in the
+plan's warnings with its path. (A folder AT the next start is legal: one batch under two schemas.)
 """
 
 from __future__ import annotations
@@ -23,23 +34,80 @@ _BATCH_FOLDER = re.compile(r"^\d{13}$")
 
 @dataclass(frozen=True)
 class DataFile:
-    """One parquet file of a batch."""
+    """One parquet file of a CDA batch, with the schema folder it sits in."""
 
     location: Location
     size: int
+    fingerprint: str
+    timestamp: int
 
 
 @dataclass(frozen=True)
 class PendingBatch:
-    """One CDA timestamp folder to load: one Delta commit."""
+    """One CDA batch: every file of one timestamp, across fingerprints."""
 
-    fingerprint: str
     timestamp: int
     files: tuple[DataFile, ...]
 
     @property
     def size(self) -> int:
         return sum(f.size for f in self.files)
+
+    @property
+    def fingerprints(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(f.fingerprint for f in self.files))
+
+    @property
+    def folders(self) -> list[str]:
+        """``<fingerprint>/<timestamp>`` of each folder of this batch."""
+        return [f"{fp}/{self.timestamp}" for fp in self.fingerprints]
+
+
+@dataclass(frozen=True)
+class CommitBudget:
+    """How much one Delta commit may cover. A batch is never split: one larger than the budget is a
+    commit of its own. Deep copies are sized by parquet bytes, shallow ones by files (their commit
+    carries one add action per file), both capped in batches."""
+
+    max_bytes: int = 512 * 2**20
+    max_files: int = 1_000
+    max_batches: int = 1_000
+
+    def __post_init__(self) -> None:
+        if min(self.max_bytes, self.max_files, self.max_batches) < 1:
+            raise ValueError(f"Every commit budget must be at least 1: {self}.")
+
+
+@dataclass(frozen=True)
+class CommitGroup:
+    """Consecutive pending batches of one table, written in one Delta commit. Its app-transaction
+    version is the greatest batch timestamp it holds."""
+
+    batches: tuple[PendingBatch, ...]
+
+    @property
+    def first_timestamp(self) -> int:
+        return self.batches[0].timestamp
+
+    @property
+    def watermark(self) -> int:
+        return self.batches[-1].timestamp
+
+    @property
+    def files(self) -> tuple[DataFile, ...]:
+        return tuple(f for b in self.batches for f in b.files)
+
+    @property
+    def size(self) -> int:
+        return sum(b.size for b in self.batches)
+
+    @property
+    def fingerprints(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(fp for b in self.batches for fp in b.fingerprints))
+
+    def describe(self) -> str:
+        first, last = self.first_timestamp, self.watermark
+        return f"batch {first}" if first == last else f"batches {first}..{last} ({len(self.batches)})"
 
 
 @dataclass
@@ -70,6 +138,24 @@ class LoadPlan:
     def is_empty(self) -> bool:
         return not self.batches
 
+    def commit_groups(self, budget: CommitBudget, clone_mode: str = "deep") -> list[CommitGroup]:
+        """The batches cut into commits: consecutive batches while they fit ``budget`` (bytes for
+        deep, files for shallow, and the batch cap for both)."""
+        groups: list[CommitGroup] = []
+        current: list[PendingBatch] = []
+        used = 0
+        for batch in self.batches:
+            cost = len(batch.files) if clone_mode == "shallow" else batch.size
+            limit = budget.max_files if clone_mode == "shallow" else budget.max_bytes
+            if current and (used + cost > limit or len(current) >= budget.max_batches):
+                groups.append(CommitGroup(tuple(current)))
+                current, used = [], 0
+            current.append(batch)
+            used += cost
+        if current:
+            groups.append(CommitGroup(tuple(current)))
+        return groups
+
 
 def plan_table(entry: ManifestEntry, loaded_watermark: int | None) -> LoadPlan:
     """Return the batches of ``entry`` in ``(loaded_watermark, entry.manifest_watermark]``.
@@ -80,6 +166,7 @@ def plan_table(entry: ManifestEntry, loaded_watermark: int | None) -> LoadPlan:
       warning.
     - A fingerprint folder on storage that ``schemaHistory`` does not name is still read (with a
       warning), since skipping it would silently lose rows.
+    - Folders that break the drained-fingerprint rule (module docstring) are loaded, with a warning.
     """
     plan = LoadPlan(entry.table, loaded_watermark, entry.manifest_watermark, [])
     if loaded_watermark is not None and loaded_watermark >= entry.manifest_watermark:
@@ -91,23 +178,20 @@ def plan_table(entry: ManifestEntry, loaded_watermark: int | None) -> LoadPlan:
     if not on_storage:
         return plan
 
-    known = {fp.fingerprint: fp for fp in entry.fingerprints}
-    live: list[str] = []
-    for fingerprint in entry.fingerprints:
-        if fingerprint.fingerprint in on_storage and not fingerprint.drained_by(loaded_watermark):
-            live.append(fingerprint.fingerprint)
-    for name in sorted(on_storage - set(known)):
+    # fingerprint -> where its interval ends (None: open, the newest schema).
+    ends_at: dict[str, int | None] = {fp.fingerprint: fp.ends_at for fp in entry.fingerprints if fp.fingerprint in on_storage}
+    for name in sorted(on_storage - {fp.fingerprint for fp in entry.fingerprints}):
         if name.startswith((".", "_")) or name == "cda":
             continue  # CDA's side folders, not schemas
         plan.warnings.append(
             f"{entry.table}: folder {name!r} is not in the manifest's schemaHistory; reading it anyway."
         )
-        live.append(name)
+        ends_at[name] = None
 
     start_after = f"{loaded_watermark:013d}" if loaded_watermark is not None else "0" * 13
     stop_after = f"{entry.manifest_watermark:013d}"
-    batches: dict[tuple[int, str], list[DataFile]] = {}
-    for fingerprint in live:
+    files_by_timestamp: dict[int, list[DataFile]] = {}
+    for fingerprint, ends in ends_at.items():
         fingerprint_location = table_location.join(fingerprint)
         plan.listed.append(fingerprint_location.uri)
         for folder, file_name, size in fingerprint_location.walk_batches(start_after, stop_after):
@@ -124,12 +208,18 @@ def plan_table(entry: ManifestEntry, loaded_watermark: int | None) -> LoadPlan:
             if size == 0:
                 plan.warnings.append(f"{entry.table}: skipped empty file {fingerprint}/{folder}/{file_name}.")
                 continue
-            batches.setdefault((timestamp, fingerprint), []).append(
-                DataFile(fingerprint_location.join(folder, file_name), size)
+            if ends is not None and timestamp > ends:
+                plan.warnings.append(
+                    f"{entry.table}: folder {fingerprint}/{folder} is later than the next schema's start "
+                    f"({ends}), which CDA's schemaHistory says cannot happen; loading it anyway. Check the "
+                    f"manifest's schemaHistory for {entry.table}."
+                )
+            files_by_timestamp.setdefault(timestamp, []).append(
+                DataFile(fingerprint_location.join(folder, file_name), size, fingerprint, timestamp)
             )
-    for (timestamp, fingerprint), files in sorted(batches.items()):
-        files.sort(key=lambda f: f.location.path)
-        plan.batches.append(PendingBatch(fingerprint, timestamp, tuple(files)))
+    for timestamp, files in sorted(files_by_timestamp.items()):
+        files.sort(key=lambda f: (f.fingerprint, f.location.path))
+        plan.batches.append(PendingBatch(timestamp, tuple(files)))
     _dedupe_warnings(plan)
     return plan
 

@@ -11,31 +11,31 @@ and the benchmarks all call ``sync_tables``.
   (``RAY_ADDRESS``). Ray is started or connected once per process.
 - A table's failure is its own: its result says ``failed`` with the reason, the others carry on and
   stay committed.
+- Progress lines of every table (per commit: batches and bytes done, rows, rate) reach the caller's
+  ``progress`` from the driver's threads and from Ray workers alike, through one queue drained here.
+- Ray tasks declare the memory they need from their pending bytes, so a cluster does not put two
+  huge tables on one node.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from guidewire_pipeline.cda.delta_writer import (
-    CloneMode,
-    TableSyncResult,
-    loaded_watermark,
-    open_table,
-    peek_log,
-    sync_table,
-)
-from guidewire_pipeline.cda.load_plan import LoadPlan, plan_table
+from guidewire_pipeline.cda.delta_writer import CloneMode, TableSyncResult, sync_table
+from guidewire_pipeline.cda.load_plan import CommitBudget, LoadPlan, plan_table
 from guidewire_pipeline.cda.manifest import ManifestEntry
+from guidewire_pipeline.cda.raw_table import Progress, open_table
+from guidewire_pipeline.cda.savepoint import peek_log, read_savepoint
 from guidewire_pipeline.cda.storage import Location
+from guidewire_pipeline.lakehouse import RAW, Lakehouse
 
-Progress = Callable[[str], None]
 _ray_lock = threading.Lock()
 
 
@@ -46,6 +46,11 @@ _ray_lock = threading.Lock()
 # GIL, so the threads use every core. Tune with the I/O manager's `driver_max_bytes` (0: always Ray).
 DRIVER_MAX_BYTES = 256 * 2**20
 SHALLOW_THREADS = 8  # shallow loads wait on storage (footers, commits), not on CPU
+PROGRESS_INTERVAL_S = 1.0  # how often waiting loops forward the tables' progress lines
+# A deep load streams record batches: benchmark 5 (memory) measured 669 MB for the whole process
+# loading a 2.1 GB table, against about 150 MB for a small one. A task declares that range.
+TASK_MEMORY_MIN = 160 * 2**20
+TASK_MEMORY_MAX = 1024 * 2**20
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,13 @@ class RaySettings:
 
 def raw_table_location(delta_root: str, table: str) -> Location:
     """``<GW_DELTA_ROOT>/raw/<table>``."""
-    return Location.parse(delta_root).join("raw", table)
+    return Lakehouse(delta_root).location(RAW, table)
+
+
+def task_memory_bytes(plan: LoadPlan) -> int:
+    """The memory a Ray task declares for loading ``plan``: grows with its pending bytes, within the
+    range a streamed load was measured to need."""
+    return int(min(TASK_MEMORY_MAX, TASK_MEMORY_MIN + plan.pending_bytes // 2))
 
 
 def sync_tables(
@@ -72,6 +83,7 @@ def sync_tables(
     *,
     ray: RaySettings | None = None,
     clone_mode: CloneMode = "deep",
+    budget: CommitBudget | None = None,
     progress: Progress | None = None,
     on_result: Callable[[TableSyncResult], None] | None = None,
 ) -> list[TableSyncResult]:
@@ -96,17 +108,18 @@ def sync_tables(
         progress(f"{len(entries) - len(pending)} of {len(entries)} tables have nothing to load; "
                  f"{len(pending)} to load")
     settings = ray or RaySettings()
+    load = _Load(delta_root, clone_mode, budget or CommitBudget(), finish, progress)
     if pending and _in_driver(pending, settings, clone_mode):
         threads = SHALLOW_THREADS if clone_mode == "shallow" else (settings.num_cpus or os.cpu_count() or 1)
         if progress:
             progress(f"Loading {len(pending)} tables on {threads} threads in this process, without Ray "
                      f"({clone_mode}, {sum(p.pending_bytes for _, p in pending) / 1e6:.1f} MB pending)")
-        _run_in_driver(pending, delta_root, clone_mode, finish, threads)
+        load.in_driver(pending, threads)
     elif pending:
         if progress:
             where = f"connecting to Ray at {settings.address}" if settings.address else "starting a local Ray"
             progress(f"Loading {len(pending)} tables on Ray, {where}")
-        _run_on_ray(pending, delta_root, settings, clone_mode, finish)
+        load.on_ray(pending, settings)
     order = {entry.table: i for i, entry in enumerate(entries)}
     return sorted(results, key=lambda r: order[r.table])
 
@@ -116,8 +129,9 @@ def _settle(entries: list[ManifestEntry], delta_root: str) -> list[TableSyncResu
 
     The savepoint comes from a peek at the table's newest commit (``peek_log``: three small reads,
     no delta-rs replay), so a table at its manifest watermark costs that and no listing. A table
-    behind costs its listing, which the load then reuses. Only when the newest commit records no
-    savepoint is the table opened with delta-rs. Reads run on threads: they wait on storage."""
+    behind costs its listing, which the load then reuses. When the newest commit vouches for nothing
+    (a RESTORE, a change by another tool), the table is opened with delta-rs and its savepoint checked
+    against its live rows. Reads run on threads: they wait on storage."""
 
     def settle(entry: ManifestEntry) -> TableSyncResult | LoadPlan:
         started = time.monotonic()
@@ -127,18 +141,19 @@ def _settle(entries: list[ManifestEntry], delta_root: str) -> list[TableSyncResu
             if peek is not None and peek.loaded_watermark is not None:
                 watermark, version = peek.loaded_watermark, peek.version
             else:
-                table = open_table(location)
-                watermark = loaded_watermark(table)
+                table = open_table(location, without_files=False)
+                watermark = read_savepoint(entry.table, location, table).watermark
                 version = table.version() if table is not None else None
             if watermark is None or watermark < entry.manifest_watermark:
                 plan = plan_table(entry, watermark)
                 if not plan.is_empty:
                     return plan
         except Exception as exc:  # the table's own problem: report it, keep the others going
+            message = str(exc) if entry.table in str(exc) else f"Table {entry.table!r}: {exc}"
             return TableSyncResult(
                 table=entry.table, status="failed", manifest_watermark=entry.manifest_watermark,
                 watermark_before=None, watermark_after=None, uri=location.uri,
-                error=f"Table {entry.table!r}: {exc}", duration_s=time.monotonic() - started)
+                error=message, duration_s=time.monotonic() - started)
         loaded = [fp.fingerprint for fp in entry.fingerprints if watermark is not None and fp.starts_at <= watermark]
         return TableSyncResult(
             table=entry.table, status="up_to_date", manifest_watermark=entry.manifest_watermark,
@@ -161,18 +176,72 @@ def _in_driver(work: list[tuple[ManifestEntry, LoadPlan]], settings: RaySettings
     return sum(plan.pending_bytes for _, plan in work) <= settings.driver_max_bytes
 
 
-def _run_in_driver(
-    work: list[tuple[ManifestEntry, LoadPlan]], delta_root: str, clone_mode: CloneMode,
-    finish: Callable[[TableSyncResult], None], threads: int,
-) -> None:
-    """Small or copy-free work: tables on threads in this process, no Ray start-up."""
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(work)))) as pool:
-        futures = [
-            pool.submit(sync_table, entry, raw_table_location(delta_root, entry.table), clone_mode=clone_mode, plan=plan)
-            for entry, plan in work
-        ]
-        for future in futures:
-            finish(future.result())  # sync_table never raises for a table's own problem
+class _Load:
+    """Loads tables on driver threads or Ray tasks; forwards their progress lines to ``progress``
+    from this thread while it waits, and each result to ``finish`` as it arrives."""
+
+    def __init__(self, delta_root: str, clone_mode: CloneMode, budget: CommitBudget,
+                 finish: Callable[[TableSyncResult], None], progress: Progress | None) -> None:
+        self.delta_root, self.clone_mode, self.budget = delta_root, clone_mode, budget
+        self.finish, self.progress = finish, progress
+
+    def in_driver(self, work: list[tuple[ManifestEntry, LoadPlan]], threads: int) -> None:
+        """Small or copy-free work: tables on threads in this process, no Ray start-up."""
+        lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(work)))) as pool:
+            waiting = {
+                pool.submit(sync_table, entry, raw_table_location(self.delta_root, entry.table),
+                            clone_mode=self.clone_mode, budget=self.budget, plan=plan,
+                            progress=lines.put if self.progress else None)
+                for entry, plan in work
+            }
+            while waiting:
+                done, waiting = wait(waiting, timeout=PROGRESS_INTERVAL_S, return_when=FIRST_COMPLETED)
+                self._forward(lines.empty, lines.get_nowait)
+                for future in done:
+                    self.finish(future.result())  # sync_table never raises for a table's own problem
+
+    def on_ray(self, work: list[tuple[ManifestEntry, LoadPlan]], settings: RaySettings) -> None:
+        import ray
+        from ray.util.queue import Queue
+
+        ensure_ray(settings)
+        remote = _remote()
+        lines = Queue(actor_options={"num_cpus": 0}) if self.progress else None
+        try:
+            futures = {
+                remote.options(memory=task_memory_bytes(plan)).remote(
+                    entry, raw_table_location(self.delta_root, entry.table), clone_mode=self.clone_mode,
+                    budget=self.budget, plan=plan, progress=lines.put_nowait if lines is not None else None): entry
+                for entry, plan in work
+            }
+            waiting = list(futures)
+            while waiting:
+                done, waiting = ray.wait(waiting, num_returns=1, timeout=PROGRESS_INTERVAL_S)
+                if lines is not None:
+                    self._forward(lines.empty, lines.get_nowait)
+                for ref in done:
+                    self.finish(self._ray_result(ref, futures[ref]))
+        finally:
+            if lines is not None:
+                lines.shutdown()
+
+    def _ray_result(self, ref: Any, entry: ManifestEntry) -> TableSyncResult:
+        import ray
+
+        try:
+            return ray.get(ref)
+        except Exception as exc:  # a worker died (out of memory, killed): that table failed
+            return TableSyncResult(
+                table=entry.table, status="failed", manifest_watermark=entry.manifest_watermark,
+                watermark_before=None, watermark_after=None,
+                uri=raw_table_location(self.delta_root, entry.table).uri,
+                error=f"Table {entry.table!r}: its Ray task failed: {exc}",
+            )
+
+    def _forward(self, empty: Callable[[], bool], get: Callable[[], str]) -> None:
+        while self.progress and not empty():
+            self.progress(get())
 
 
 def ensure_ray(settings: RaySettings) -> dict[str, Any]:
@@ -203,39 +272,11 @@ def _remote() -> Any:
     return _remote_sync
 
 
-def _run_on_ray(
-    work: list[tuple[ManifestEntry, LoadPlan]], delta_root: str, settings: RaySettings, clone_mode: CloneMode,
-    finish: Callable[[TableSyncResult], None],
-) -> None:
-    import ray
-
-    ensure_ray(settings)
-    remote = _remote()
-    futures = {
-        remote.remote(entry, raw_table_location(delta_root, entry.table), clone_mode=clone_mode, plan=plan): entry
-        for entry, plan in work
-    }
-    waiting = list(futures)
-    while waiting:
-        done, waiting = ray.wait(waiting, num_returns=1)
-        for ref in done:
-            entry = futures[ref]
-            try:
-                finish(ray.get(ref))
-            except Exception as exc:  # a worker died (out of memory, killed): that table failed
-                finish(TableSyncResult(
-                    table=entry.table, status="failed", manifest_watermark=entry.manifest_watermark,
-                    watermark_before=None, watermark_after=None,
-                    uri=raw_table_location(delta_root, entry.table).uri,
-                    error=f"Table {entry.table!r}: its Ray task failed: {exc}",
-                ))
-
-
 def _describe(result: TableSyncResult, number: int, total: int) -> str:
     prefix = f"[{number}/{total}] {result.table}:"
     if result.status == "failed":
         return f"{prefix} FAILED: {result.error}"
     if result.status == "up_to_date":
         return f"{prefix} up to date at {result.watermark_after}"
-    return (f"{prefix} {result.batches_applied} batches, {result.rows_added} rows, "
+    return (f"{prefix} {result.batches_applied} batches in {result.commits} commit(s), {result.rows_added} rows, "
             f"watermark {result.watermark_before} -> {result.watermark_after} ({result.duration_s:.1f}s)")

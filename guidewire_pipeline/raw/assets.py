@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from guidewire_pipeline.cda.delta_writer import read_table_state
+from guidewire_pipeline.cda.raw_table import read_table_state
 from guidewire_pipeline.cda.sync import raw_table_location
 from guidewire_pipeline.raw.io_manager import RawLoadRequest, RayDeltaIOManager
 from guidewire_pipeline.raw.observability import (

@@ -20,14 +20,11 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
-from guidewire_pipeline.cda.delta_writer import (
-    TableSyncResult,
-    is_shallow,
-    open_table,
-    raw_dataset,
-    vacuum_table,
-)
+from guidewire_pipeline.cda.delta_writer import TableSyncResult
+from guidewire_pipeline.cda.load_plan import CommitBudget
+from guidewire_pipeline.cda.maintenance import raw_dataset, vacuum_table
 from guidewire_pipeline.cda.manifest import ManifestEntry
+from guidewire_pipeline.cda.raw_table import is_shallow, open_table
 from guidewire_pipeline.cda.sync import DRIVER_MAX_BYTES, RaySettings, raw_table_location, sync_tables
 from guidewire_pipeline.raw.observability import sync_metadata
 
@@ -54,6 +51,14 @@ class RayDeltaIOManager(dg.ConfigurableIOManager):
     driver_max_bytes: int = Field(
         default=DRIVER_MAX_BYTES, description="Without ray_address, a run with at most this much pending "
         "parquet loads on threads in the run's process instead of starting a local Ray (0: always Ray).")
+    commit_max_bytes: int = Field(
+        default=CommitBudget.max_bytes, description="Deep clone: one Delta commit covers consecutive CDA "
+        "batches up to this much parquet (a batch larger than it is a commit of its own).")
+    commit_max_files: int = Field(
+        default=CommitBudget.max_files, description="Shallow clone: one Delta commit covers consecutive CDA "
+        "batches up to this many files (one add action each).")
+    commit_max_batches: int = Field(
+        default=CommitBudget.max_batches, description="At most this many CDA batches (timestamps) in one commit.")
 
     # -- the engine, shared with cda_sync_job ----------------------------------------------------
     def sync(self, entries: list[ManifestEntry], log: Any = None) -> list[TableSyncResult]:
@@ -62,8 +67,14 @@ class RayDeltaIOManager(dg.ConfigurableIOManager):
             entries, self.delta_root,
             ray=RaySettings(address=self.ray_address, num_cpus=self.num_cpus, driver_max_bytes=self.driver_max_bytes),
             clone_mode=self.clone_mode,
+            budget=self.commit_budget,
             progress=log.info if log is not None else None,
         )
+
+    @property
+    def commit_budget(self) -> CommitBudget:
+        return CommitBudget(max_bytes=self.commit_max_bytes, max_files=self.commit_max_files,
+                            max_batches=self.commit_max_batches)
 
     def vacuum(self, table: str, *, retention_hours: int | None = None, dry_run: bool = True) -> list[str]:
         """VACUUM one raw table. Refuses a shallow table (``ShallowTableError``): its data files are

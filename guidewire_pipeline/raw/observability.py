@@ -11,9 +11,10 @@ from typing import Any
 
 import dagster as dg
 
-from guidewire_pipeline.cda.delta_writer import DeltaTableState, TableSyncResult, read_table_state
+from guidewire_pipeline.cda.delta_writer import TableSyncResult
 from guidewire_pipeline.cda.load_plan import plan_table
 from guidewire_pipeline.cda.manifest import ManifestEntry
+from guidewire_pipeline.cda.raw_table import DeltaTableState, read_table_state
 from guidewire_pipeline.cda.sync import raw_table_location
 
 CHECK_CAUGHT_UP = "caught_up"

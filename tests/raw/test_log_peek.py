@@ -10,9 +10,11 @@ import pytest
 from deltalake import DeltaTable
 from deltalake import Field as DeltaField
 
-from guidewire_pipeline.cda.delta_writer import APP_ID, _apply_batch, open_table, peek_log
-from guidewire_pipeline.cda.load_plan import plan_table
+from guidewire_pipeline.cda.delta_writer import _commit_group, _DeepWrite, _ShallowWrite
+from guidewire_pipeline.cda.load_plan import CommitBudget, plan_table
 from guidewire_pipeline.cda.manifest import ManifestEntry, read_manifest
+from guidewire_pipeline.cda.raw_table import open_table
+from guidewire_pipeline.cda.savepoint import APP_ID, peek_log, read_savepoint
 from guidewire_pipeline.cda.storage import Location
 from guidewire_pipeline.cda.sync import raw_table_location, sync_tables
 from guidewire_pipeline.sample.generator import generate
@@ -28,6 +30,11 @@ def long_cda(tmp_path: Path) -> Path:
 
 def _the_table(cda: Path) -> ManifestEntry:
     return next(e for e in read_manifest(str(cda / "manifest.json")).entries.values() if e.total_processed_records)
+
+
+def commit_one(name, location, table, savepoint, group, clone_mode):
+    write = (_DeepWrite if clone_mode == "deep" else _ShallowWrite)(name, location, group)
+    return _commit_group(name, location, table, savepoint, group, write, clone_mode)
 
 
 def _loaded(cda: Path, tmp_path: Path) -> Location:
@@ -47,17 +54,17 @@ def test_peek_agrees_with_delta_rs_through_a_tables_life(long_cda: Path, tmp_pat
     location = raw_table_location(root, entry.table)
     assert peek_log(location) is None  # no table yet
 
-    table, watermark = None, None
-    batches = plan_table(entry, None).batches
-    assert len(batches) > 10
-    for batch in batches:
-        table, watermark, applied, _ = _apply_batch(entry.table, location, table, watermark, batch, clone_mode)
+    table, savepoint = None, read_savepoint(entry.table, location, None)
+    groups = plan_table(entry, None).commit_groups(CommitBudget(max_batches=1))
+    assert len(groups) > 10
+    for group in groups:
+        table, savepoint, applied = commit_one(entry.table, location, table, savepoint, group, clone_mode)
         assert applied
         fresh = open_table(location)
         peek = peek_log(location)
         assert peek is not None
         assert (peek.version, peek.loaded_watermark) == (fresh.version(), fresh.transaction_version(APP_ID))
-        assert peek.loaded_watermark == watermark == batch.timestamp
+        assert peek.loaded_watermark == savepoint.watermark == group.watermark
 
     # A commit that records no savepoint (here a schema change made by hand): the peek says so, and
     # the engine falls back to delta-rs for that table instead of guessing.
@@ -76,13 +83,13 @@ def test_a_table_behind_its_manifest_is_planned_from_the_peeked_savepoint(long_c
     root = str(tmp_path / "lake")
     entry = _the_table(long_cda)
     location = raw_table_location(root, entry.table)
-    batches = plan_table(entry, None).batches
-    table, watermark = None, None
-    for batch in batches[:5]:
-        table, watermark, _, _ = _apply_batch(entry.table, location, table, watermark, batch, "deep")
+    groups = plan_table(entry, None).commit_groups(CommitBudget(max_batches=1))
+    table, savepoint = None, read_savepoint(entry.table, location, None)
+    for group in groups[:5]:
+        table, savepoint, _ = commit_one(entry.table, location, table, savepoint, group, "deep")
     [result] = sync_tables([entry], root)
-    assert (result.status, result.batches_applied) == ("loaded", len(batches) - 5)
-    assert result.watermark_before == batches[4].timestamp
+    assert (result.status, result.batches_applied) == ("loaded", len(groups) - 5)
+    assert result.watermark_before == groups[4].watermark
     assert DeltaTable(location.path).transaction_version(APP_ID) == result.watermark_after == entry.manifest_watermark
 
 

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from guidewire_pipeline.cda.delta_writer import APP_ID
+from guidewire_pipeline.cda.savepoint import APP_ID
 from guidewire_pipeline.cda.storage import Location
 from guidewire_pipeline.raw.assets import RAW_IO_MANAGER_KEY, cda_raw, raw_checks
 from guidewire_pipeline.raw.defs import build_resources
@@ -18,7 +18,14 @@ from guidewire_pipeline.raw.io_manager import RayDeltaIOManager
 from guidewire_pipeline.raw.partitions import GUIDEWIRE_TABLES, RAW_ASSET_KEY
 from guidewire_pipeline.sample.generator import advance, generate
 from guidewire_pipeline.settings import Settings
-from tests.raw.helpers import change_keys, committed_folders, committed_rows, delta_keys, manifest
+from tests.raw.helpers import (
+    assert_exactly_once,
+    change_keys,
+    committed_folders,
+    committed_rows,
+    delta_keys,
+    manifest,
+)
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 TABLES = ["cc_claim", "cc_exposure", "pc_policyperiod"]
@@ -53,8 +60,7 @@ def test_materialize_local_matches_committed_folders(sample_cda: Path, tmp_path:
             assert delta_keys(uri) == change_keys(expected)  # every committed row, nothing in flight
             assert delta.transaction_version(APP_ID) == int(manifest(sample_cda)[table]["lastSuccessfulWriteTimestamp"])
             history = sorted(delta.history(), key=lambda h: h["version"])
-            assert [int(h["gw_watermark"]) for h in history] == [int(f.name) for f in committed_folders(sample_cda, table)]
-            assert [h["gw_fingerprint"] for h in history] == [f.parent.name for f in committed_folders(sample_cda, table)]
+            assert_exactly_once(sample_cda, table, Path(uri))  # each row in its folder, each folder in one commit
 
             event = result.get_asset_materialization_events()[0].materialization
             assert event.partition == table
@@ -87,8 +93,8 @@ def test_incremental_runs_add_only_new_batches(sample_cda: Path, tmp_path: Path)
         advance(str(sample_cda), batches=2)
         after = materialize(instance, settings, "cc_exposure")
         assert after.success
-        # The old in-flight folder plus two new ones: three commits, no more.
-        assert DeltaTable(uri).version() == version + 3
+        # The old in-flight folder plus two new ones: three batches in one commit.
+        assert DeltaTable(uri).version() == version + 1
         assert delta_keys(uri) == change_keys(committed_rows(sample_cda, "cc_exposure"))
         assert after.get_asset_materialization_events()[0].materialization.metadata["batches_applied"].value == 3
 
@@ -112,9 +118,8 @@ def test_type_change_fails_only_that_table(sample_cda: Path, tmp_path: Path):
         # cc_claim succeeded, stays committed, and its materialization is recorded.
         assert [e.partition for e in result.get_asset_materialization_events()] == ["cc_claim"]
         assert DeltaTable(str(tmp_path / "delta" / "raw" / "cc_claim")).transaction_version(APP_ID) is not None
-        # cc_contact kept every batch before the bad one, and nothing of the bad one.
-        contact = DeltaTable(str(tmp_path / "delta" / "raw" / "cc_contact"))
-        assert contact.transaction_version(APP_ID) == int(committed_folders(sample_cda, "cc_contact")[-2].name)
+        # The bad batch was in cc_contact's one commit: nothing of that commit was written.
+        assert not DeltaTable.is_deltatable(str(tmp_path / "delta" / "raw" / "cc_contact"))
         instance_materialized = instance.get_materialized_partitions(RAW_ASSET_KEY)
         assert instance_materialized == {"cc_claim"}
 
@@ -129,12 +134,12 @@ def test_s3_end_to_end(s3_bucket: str):
         result = materialize(instance, settings, "pc_policyline")
         assert result.success
         delta = DeltaTable(raw.delta_uri, storage_options=raw.delta_storage_options())
-        assert delta.version() == 2  # three committed folders, three commits
+        assert delta.version() == 0  # three committed folders, one commit
         assert delta.transaction_version(APP_ID) == 1_700_000_000_000 + 2 * 900_000
         assert len(delta.to_pyarrow_table()) == 3 * 40
         assert materialize(instance, settings, "pc_policyline").success
-        assert DeltaTable(raw.delta_uri, storage_options=raw.delta_storage_options()).version() == 2
+        assert DeltaTable(raw.delta_uri, storage_options=raw.delta_storage_options()).version() == 0
         advance(cda, batches=1)
         assert materialize(instance, settings, "pc_policyline").success
         delta = DeltaTable(raw.delta_uri, storage_options=raw.delta_storage_options())
-        assert delta.version() == 4 and len(delta.to_pyarrow_table()) == 5 * 40
+        assert delta.version() == 1 and len(delta.to_pyarrow_table()) == 5 * 40

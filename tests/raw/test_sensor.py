@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 from deltalake import DeltaTable
 
-from guidewire_pipeline.cda.delta_writer import APP_ID
+from guidewire_pipeline.cda.savepoint import APP_ID
 from guidewire_pipeline.cda.storage import Location
 from guidewire_pipeline.raw.defs import build_resources
 from guidewire_pipeline.raw.jobs import cda_sync_job

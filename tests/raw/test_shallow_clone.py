@@ -9,22 +9,24 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, QueryBuilder
 
-from guidewire_pipeline.cda.delta_writer import (
-    APP_ID,
-    ShallowTableError,
-    _apply_batch,
-    open_table,
-    raw_dataset,
-    sync_table,
-    vacuum_table,
-)
-from guidewire_pipeline.cda.load_plan import plan_table
+from guidewire_pipeline.cda.delta_writer import _commit_group, _ShallowWrite, sync_table
+from guidewire_pipeline.cda.load_plan import CommitBudget, plan_table
+from guidewire_pipeline.cda.maintenance import raw_dataset, vacuum_table
 from guidewire_pipeline.cda.manifest import read_manifest
+from guidewire_pipeline.cda.raw_table import ShallowTableError, open_table
+from guidewire_pipeline.cda.savepoint import APP_ID, read_savepoint
 from guidewire_pipeline.cda.storage import Location
 from guidewire_pipeline.cda.sync import sync_tables
 from guidewire_pipeline.raw.io_manager import RayDeltaIOManager
 from guidewire_pipeline.sample.generator import advance
-from tests.raw.helpers import change_keys, committed_folders, committed_rows
+from tests.raw.helpers import (
+    change_keys,
+    commit_ranges,
+    committed_folders,
+    committed_lineage,
+    committed_rows,
+    delta_lineage,
+)
 
 
 def query_keys(table: DeltaTable) -> list[tuple[int, str]]:
@@ -43,8 +45,12 @@ def test_shallow_table_points_at_cda_files_and_holds_every_committed_row_once(sa
         # Rows: exactly the committed folders, never the in-flight one, nothing twice.
         assert query_keys(delta) == change_keys(committed_rows(sample_cda, table))
         assert delta.transaction_version(APP_ID) == int(folders[-1].name)
-        history = sorted(delta.history(), key=lambda h: h["version"])
-        assert [int(h["gw_watermark"]) for h in history if "gw_watermark" in h] == [int(f.name) for f in folders]
+        assert commit_ranges(str(target)) == [(int(folders[0].name), int(folders[-1].name), len(folders))]
+        # Each row's CDA folder, from the add actions' partition values.
+        lineage = QueryBuilder().register("t", delta).execute(
+            "select id, gwcbi___seqval_hex, gw_batch_ts_ms, gw_fingerprint from t").read_all()
+        assert delta_lineage(pa.table(lineage)) == committed_lineage(sample_cda, table)
+        assert delta.metadata().partition_columns == ["gw_batch_ts_ms", "gw_fingerprint"]
         # Zero copy: every add action is an absolute URI into the CDA tree, no parquet under the table.
         paths = pa.table(delta.get_add_actions(flatten=True))["path"].to_pylist()
         assert paths and all(p.startswith(f"file://{sample_cda}/{table}/") for p in paths)
@@ -67,25 +73,10 @@ def test_rerun_is_a_no_op_and_advance_loads_only_new_folders(sample_cda: Path, t
     advance(str(sample_cda), batches=2, rows=30)
     manifest = read_manifest(str(sample_cda / "manifest.json"))
     [result] = sync_tables([manifest.entries["cc_claim"]], root, clone_mode="shallow")
-    assert (result.status, result.batches_applied) == ("loaded", 3)  # the old in-flight folder + 2 new
+    assert (result.status, result.batches_applied, result.commits) == ("loaded", 3, 1)  # old in-flight + 2 new
     delta = DeltaTable(f"{root}/raw/cc_claim")
     assert query_keys(delta) == change_keys(committed_rows(sample_cda, "cc_claim"))
     assert delta.transaction_version(APP_ID) == result.watermark_after
-
-
-def test_a_stale_shallow_writer_never_commits_a_batch_twice(sample_cda: Path, tmp_path: Path):
-    entry = read_manifest(str(sample_cda / "manifest.json")).entries["cc_contact"]
-    location = Location.parse(str(tmp_path / "raw" / "cc_contact"))
-    second_batch = plan_table(entry, None).batches[1]
-    sync_table(entry, location, clone_mode="shallow")
-    stale = open_table(location)
-    stale.load_as_version(0)
-    table, watermark, applied, rows = _apply_batch("cc_contact", location, stale, stale.transaction_version(APP_ID),
-                                                   second_batch, "shallow")
-    assert (applied, rows) == (False, 0)
-    assert table.version() == len(committed_folders(sample_cda, "cc_contact")) - 1
-    assert watermark == entry.manifest_watermark == table.transaction_version(APP_ID)
-    assert query_keys(DeltaTable(location.path)) == change_keys(committed_rows(sample_cda, "cc_contact"))
 
 
 def test_a_commit_that_lands_right_after_ours_is_in_the_carried_savepoint(sample_cda: Path, tmp_path: Path,
@@ -95,9 +86,14 @@ def test_a_commit_that_lands_right_after_ours_is_in_the_carried_savepoint(sample
     from the log then, or the third batch would be committed twice."""
     entry = read_manifest(str(sample_cda / "manifest.json")).entries["cc_contact"]
     location = Location.parse(str(tmp_path / "raw" / "cc_contact"))
-    first, second, third = plan_table(entry, None).batches[:3]
-    table, watermark, applied, _ = _apply_batch("cc_contact", location, None, None, first, "shallow")
-    assert applied and watermark == first.timestamp
+    first, second, third = plan_table(entry, None).commit_groups(CommitBudget(max_batches=1))[:3]
+
+    def commit(table, savepoint, group):
+        return _commit_group("cc_contact", location, table, savepoint, group,
+                             _ShallowWrite("cc_contact", location, group), "shallow")
+
+    table, savepoint, applied = commit(None, read_savepoint("cc_contact", location, None), first)
+    assert applied and savepoint.watermark == first.watermark
 
     real_commit = DeltaTable.create_write_transaction
     raced: list[bool] = []
@@ -106,16 +102,15 @@ def test_a_commit_that_lands_right_after_ours_is_in_the_carried_savepoint(sample
         real_commit(self, *args, **kwargs)
         if not raced:
             raced.append(True)
-            other = open_table(location)
-            assert _apply_batch("cc_contact", location, other, other.transaction_version(APP_ID), third,
-                                "shallow")[2]
+            other = open_table(location, without_files=False)
+            assert commit(other, read_savepoint("cc_contact", location, other), third)[2]
 
     monkeypatch.setattr(DeltaTable, "create_write_transaction", commit_then_race)
-    table, watermark, applied, _ = _apply_batch("cc_contact", location, table, watermark, second, "shallow")
+    table, savepoint, applied = commit(table, savepoint, second)
     assert applied and raced
-    assert watermark == third.timestamp == table.transaction_version(APP_ID)
-    table, watermark, applied, rows = _apply_batch("cc_contact", location, table, watermark, third, "shallow")
-    assert (applied, rows) == (False, 0)
+    assert savepoint.watermark == third.watermark == table.transaction_version(APP_ID)
+    table, savepoint, applied = commit(table, savepoint, third)
+    assert not applied
     assert DeltaTable(location.path).version() == 2
 
 
@@ -144,9 +139,9 @@ def test_vacuum_is_refused_on_shallow_tables_and_allowed_on_deep_ones(sample_cda
 
 def test_readers_of_a_shallow_table(sample_cda: Path, tmp_path: Path):
     """What the README's readers table says: QueryBuilder and raw_dataset (pyarrow, and polars on
-    top of it) read a shallow table; DeltaTable.to_pyarrow_dataset, and so Ray's read_delta and
-    polars' scan_delta, do not (they join the absolute paths onto the table root), nor does
-    load_cdf, which the bronze notebook uses."""
+    top of it) read a shallow table, lineage columns included; DeltaTable.to_pyarrow_dataset, and so
+    Ray's read_delta and polars' scan_delta, do not (they join the absolute paths onto the table
+    root), nor does load_cdf."""
     manifest = read_manifest(str(sample_cda / "manifest.json"))
     sync_tables([manifest.entries["cc_claim"]], str(tmp_path / "delta"), clone_mode="shallow")
     location = Location.parse(str(tmp_path / "delta" / "raw" / "cc_claim"))
@@ -155,10 +150,11 @@ def test_readers_of_a_shallow_table(sample_cda: Path, tmp_path: Path):
     assert query_keys(DeltaTable(location.path)) == expected
     dataset = raw_dataset(location)
     assert change_keys(dataset.to_table(columns=["id", "gwcbi___seqval_hex"])) == expected
+    assert delta_lineage(dataset.to_table()) == committed_lineage(sample_cda, "cc_claim")
     assert dataset.to_table(columns=["severity"])["severity"].null_count > 0  # first schema's rows
     with pytest.raises(FileNotFoundError):
         DeltaTable(location.path).to_pyarrow_dataset().to_table()
-    with pytest.raises(Exception, match="Failed to fetch metadata"):  # noqa: B017 - bronze's reader
+    with pytest.raises(Exception, match="Failed to fetch metadata"):  # noqa: B017 - no change feed reader
         DeltaTable(location.path).load_cdf(starting_version=0).read_all()
     polars = pytest.importorskip("polars")
     assert polars.scan_pyarrow_dataset(dataset).select(polars.len()).collect().item() == len(expected)
@@ -194,7 +190,7 @@ def test_checkpoints_cover_every_commit(tmp_path: Path):
     generate(str(cda), tables=6, batches=12, rows=10, seed=2, files_per_batch=1)
     entry = read_manifest(str(cda / "manifest.json")).entries["cc_contact"]
     location = Location.parse(str(tmp_path / "raw" / "cc_contact"))
-    result = sync_table(entry, location, clone_mode="shallow")
+    result = sync_table(entry, location, clone_mode="shallow", budget=CommitBudget(max_batches=1))
     assert result.ok and result.batches_applied == 12, result.error
     log = Path(location.path) / "_delta_log"
     assert (log / "00000000000000000009.checkpoint.parquet").exists()
@@ -207,7 +203,8 @@ def test_checkpoints_cover_every_commit(tmp_path: Path):
 
 def test_both_modes_keep_statistics_for_the_lookup_columns_only_and_agree(sample_cda: Path, tmp_path: Path):
     """Statistics on a few lookup columns (STATS_COLUMNS) keep delta-rs's per-commit cost down; the
-    shallow mode computes them from the footers, and they must match what delta-rs writes for deep."""
+    shallow mode computes them from the footers, and they must match what delta-rs writes for deep.
+    (The batch column has statistics in deep tables; in shallow ones it is a partition value.)"""
     entry = read_manifest(str(sample_cda / "manifest.json")).entries["cc_claim"]
     bounds = {}
     for mode in ("deep", "shallow"):
@@ -215,6 +212,7 @@ def test_both_modes_keep_statistics_for_the_lookup_columns_only_and_agree(sample
         assert sync_table(entry, location, clone_mode=mode).ok
         actions = pa.table(DeltaTable(location.path).get_add_actions(flatten=True))
         with_stats = {name.split(".", 1)[1] for name in actions.column_names if name.startswith(("min.", "max."))}
+        with_stats.discard("gw_batch_ts_ms") if mode == "deep" else None
         assert with_stats == {"id", "publicid", "gwcbi___lsn", "gwcbi___connector_ts_ms", "gwcbi___operation"}
         bounds[mode] = {column: (min(actions[f"min.{column}"].to_pylist()), max(actions[f"max.{column}"].to_pylist()))
                         for column in sorted(with_stats)}
