@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from guidewire_pipeline.medallion.layers import run_bronze_unraised, run_gold, run_silver_unraised
+from guidewire_pipeline.medallion.layers import run_bronze_silver, run_gold
 from guidewire_pipeline.medallion.marts import load_marts
 from guidewire_pipeline.medallion.runners.base import NotebookRunner
 from guidewire_pipeline.raw.jobs import RawSyncOutcome, cda_sync_job, sync_raw_tables
@@ -38,14 +38,14 @@ def build_e2e_job(settings: Settings) -> dg.JobDefinition:
     def bronze_and_silver(context: dg.OpExecutionContext, raw: RawSyncOutcome,
                           notebook_runner: NotebookRunner) -> PathOutcome:
         """Bronze for every table the raw step left fine, then silver for those bronze did not fail."""
-        bronze = run_bronze_unraised(context, notebook_runner, settings, raw.ok)
-        silver = run_silver_unraised(context, notebook_runner, settings, bronze.succeeded)
+        bronze, silver = run_bronze_silver(context, notebook_runner, settings, raw.ok, raise_on_failure=False)
         failures = {f"raw {t}": reason for t, reason in raw.failures.items()}
         for report in (bronze, silver):
             failures.update({f"{report.layer} {r.table}": r.reason or "failed"
                              for r in report.results if r.status == "failed"})
-        changed = [r.table for r in silver.results if r.status == "ok" and int(r.metadata.get("rows_out", 0)) > 0]
-        return PathOutcome(tables=silver.succeeded, changed=changed, failures=failures)
+        changed = [r.table for r in silver.results if r.status == "changed"]
+        tables = [t for t in silver.succeeded if t not in bronze.failed]
+        return PathOutcome(tables=tables, changed=changed, failures=failures)
 
     @dg.op(out=dg.Out(PathOutcome))
     def gold_marts(context: dg.OpExecutionContext, outcome: PathOutcome,

@@ -1,8 +1,9 @@
 """``databricks_job_run_now``: trigger an existing Databricks job (``DATABRICKS_JOB_ID``) and wait for it.
 
-For a job maintained in Databricks itself (e.g. the medallion notebooks wired as a multi-task job),
-as opposed to the one-time runs ``DatabricksNotebookRunner`` submits. Built with dagster-databricks'
-``create_databricks_run_now_op`` and ``DatabricksClientResource``; host and token are ``dg.EnvVar``s.
+The job is the medallion's multi-task job deployed with the Asset Bundle (``databricks.yml`` at the
+repository root: bronze -> silver -> gold over every raw table), as opposed to the one-time runs
+``DatabricksNotebookRunner`` submits. Built with dagster-databricks' ``create_databricks_run_now_op`` and
+``DatabricksClientResource``; host and token (or the service principal's id and secret) are ``dg.EnvVar``s.
 """
 
 from __future__ import annotations
@@ -11,8 +12,20 @@ import os
 
 import dagster as dg
 from dagster_databricks import DatabricksClientResource, create_databricks_run_now_op
+from dagster_databricks.resources import OauthCredentials
 
 JOB_NAME = "databricks_job_run_now"
+
+
+def _client_resource() -> DatabricksClientResource:
+    """PAT when ``DATABRICKS_TOKEN`` is set, else the OAuth M2M service principal; secrets as EnvVars."""
+    if os.environ.get("DATABRICKS_TOKEN"):
+        return DatabricksClientResource(host=dg.EnvVar("DATABRICKS_HOST"), token=dg.EnvVar("DATABRICKS_TOKEN"))
+    return DatabricksClientResource(
+        host=dg.EnvVar("DATABRICKS_HOST"),
+        oauth_credentials=OauthCredentials(client_id=dg.EnvVar("DATABRICKS_CLIENT_ID"),
+                                           client_secret=dg.EnvVar("DATABRICKS_CLIENT_SECRET")),
+    )
 
 
 def build_databricks_run_now_job(poll_interval_seconds: float = 10.0) -> dg.JobDefinition | None:
@@ -40,11 +53,7 @@ def build_databricks_run_now_job(poll_interval_seconds: float = 10.0) -> dg.JobD
     @dg.job(
         name=JOB_NAME,
         description=f"Runs the existing Databricks job {job_id} (DATABRICKS_JOB_ID) and waits for it to succeed.",
-        resource_defs={
-            "databricks": DatabricksClientResource(
-                host=dg.EnvVar("DATABRICKS_HOST"), token=dg.EnvVar("DATABRICKS_TOKEN")
-            )
-        },
+        resource_defs={"databricks": _client_resource()},
         tags={"databricks_job_id": str(job_id)},
     )
     def databricks_job_run_now() -> None:

@@ -6,6 +6,7 @@
   it reads (ops may run every mart in one notebook run with ``run_gold``).
 - ``notebook_runner``: ``LocalNotebookRunner`` unless Databricks is configured.
 - ``medallion_job``: bronze -> silver -> gold for the selected partitions.
+- ``databricks_job_run_now``: the bundle's job (``databricks.yml``), when ``DATABRICKS_JOB_ID`` is set.
 """
 
 # No "from __future__ import annotations": Dagster inspects the context type hints at runtime.
@@ -16,6 +17,7 @@ from typing import Any
 
 import dagster as dg
 
+from guidewire_pipeline.medallion.databricks_job import build_databricks_run_now_job
 from guidewire_pipeline.medallion.layers import run_bronze, run_gold, run_silver
 from guidewire_pipeline.medallion.marts import Mart, load_marts
 from guidewire_pipeline.medallion.runners.base import NotebookRunner
@@ -33,18 +35,27 @@ from guidewire_pipeline.settings import Settings
 MEDALLION_GROUP = "medallion"
 
 
-def build_notebook_runner(settings: Settings) -> NotebookRunner:
-    """The Databricks runner when DATABRICKS_HOST and DATABRICKS_TOKEN are set; else the local one.
+class MedallionConfigError(ValueError):
+    """The medallion's settings contradict each other; the message names the variable to set."""
 
-    On Databricks: ``DATABRICKS_CLUSTER_ID`` (the SDK's own variable) runs on that cluster; without it
-    the runs are serverless, which needs a Unity Catalog volume for Pipes files: ``GW_PIPES_VOLUME``."""
+
+def build_notebook_runner(settings: Settings) -> NotebookRunner:
+    """The Databricks runner when a workspace is configured (``DATABRICKS_HOST`` with a token or a service
+    principal, see ``databricks_auth.py``); else the local one.
+
+    On Databricks: ``DATABRICKS_CLUSTER_ID`` (the SDK's own variable) runs every task on that cluster;
+    without it the tasks are serverless. Raises ``MedallionConfigError`` (at Definitions load) when the
+    Delta root is a local path: a cluster cannot see it, and the run would be green with nothing written."""
     if not settings.databricks_configured:
         return LocalNotebookRunner()
-    # Host and token come from DATABRICKS_HOST / DATABRICKS_TOKEN as EnvVars: never shown in the UI.
-    overrides = {
-        "existing_cluster_id": os.environ.get("DATABRICKS_CLUSTER_ID") or None,
-        "pipes_volume_path": os.environ.get("GW_PIPES_VOLUME") or None,
-    }
+    if settings.lakehouse.is_local:
+        raise MedallionConfigError(
+            f"DATABRICKS_HOST is set, so the medallion runs on Databricks, but GW_DELTA_ROOT is the local path "
+            f"{settings.delta_root!r}, which no cluster can read. Set GW_DELTA_ROOT to the s3:// root of the "
+            "lakehouse (covered by a Unity Catalog external location), or unset DATABRICKS_HOST to run locally."
+        )
+    overrides = {"existing_cluster_id": os.environ.get("DATABRICKS_CLUSTER_ID") or None}
+    # Host and credentials come from the environment as EnvVars: never shown in the UI.
     return DatabricksNotebookRunner.from_env(**{k: v for k, v in overrides.items() if v})
 
 
@@ -114,8 +125,9 @@ def build_defs(settings: Settings) -> dg.Definitions:
         selection=dg.AssetSelection.groups(MEDALLION_GROUP),
         description="bronze -> silver -> gold for the selected guidewire_tables partitions.",
     )
+    run_now = build_databricks_run_now_job()
     return dg.Definitions(
         assets=assets,
-        jobs=[medallion_job],
+        jobs=[medallion_job, *([run_now] if run_now is not None else [])],
         resources={"notebook_runner": build_notebook_runner(settings)},
     )

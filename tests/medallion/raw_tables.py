@@ -1,6 +1,7 @@
-"""Build raw CDA Delta tables the way the raw layer's contract says: one commit per CDA batch folder,
-custom metadata ``gw_watermark``/``gw_fingerprint``, app transaction ``guidewire-cda`` = watermark,
-change data feed on. Plus the change-row helpers the silver tests share."""
+"""Build raw CDA Delta tables the way the raw layer's v2 contract says (deep tables): every row carries
+its CDA folder in ``gw_batch_ts_ms`` and ``gw_fingerprint``, one commit per batch, custom metadata
+``gw_watermark``, app transaction ``guidewire-cda`` = watermark, change data feed on, append-only.
+Plus the change-row helpers the silver tests share."""
 
 from __future__ import annotations
 
@@ -24,13 +25,15 @@ def append_raw_batch(
     """Append one CDA batch to ``<delta_root>/raw/<table>`` as one commit (new nullable columns merge in).
     ``delta_root`` may be an s3:// URI (AWS_* variables)."""
     uri = f"{str(delta_root).rstrip('/')}/raw/{table}"
+    rows = rows.append_column("gw_batch_ts_ms", pa.array([watermark] * rows.num_rows, pa.int64()))
+    rows = rows.append_column("gw_fingerprint", pa.array([fingerprint] * rows.num_rows, pa.string()))
     write_deltalake(
         uri,
         rows,
         mode="append",
         schema_mode="merge",
         storage_options=Location.parse(uri).delta_storage_options(),
-        configuration={"delta.enableChangeDataFeed": "true"},
+        configuration={"delta.enableChangeDataFeed": "true", "delta.appendOnly": "true"},
         commit_properties=CommitProperties(
             custom_metadata={"gw_watermark": str(watermark), "gw_fingerprint": fingerprint},
             app_transactions=[Transaction("guidewire-cda", watermark)],

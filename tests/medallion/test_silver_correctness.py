@@ -141,7 +141,9 @@ def latest_metadata(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> dic
 
 
 def silver_state(delta_root: Path, table: str) -> dict[int, dict[str, Any]]:
-    rows = DeltaTable(str(delta_root / "silver" / table)).to_pyarrow_table().to_pylist()
+    """Silver's current state as a reader sees it: tombstones (deleted records, chunk markers) left out."""
+    rows = [r for r in DeltaTable(str(delta_root / "silver" / table)).to_pyarrow_table().to_pylist()
+            if not r["gw_deleted"]]
     ids = [r["id"] for r in rows]
     assert len(ids) == len(set(ids)), f"silver {table} has duplicate ids"
     return {r["id"]: {col: r[col] for col in VALUE_COLUMNS} for r in rows}
@@ -176,22 +178,28 @@ def test_silver_matches_reference_after_every_tick(
         if tick == 0:
             first_bronze = latest_metadata(instance, BRONZE_ASSET_KEY)
             assert "no change columns" in first_bronze["t_no_change_columns"]["warnings"]
-            assert first_bronze["t_updates_in_one_batch"]["duplicates_dropped"] == 1
+            # Bronze appends every raw row (the exact duplicate too); silver resolves it.
+            assert first_bronze["t_updates_in_one_batch"]["rows_out"] == 4
+        if tick == 1:
+            second_silver = latest_metadata(instance, SILVER_ASSET_KEY)
+            assert second_silver["t_unknown_operation"]["unknown_operations_ignored"] == 1
+            assert "operation codes [3]" in second_silver["t_unknown_operation"]["warnings"]
 
     # Per-partition metadata: each partition carries its own figures, not a copy of one table's.
     silver_events = latest_metadata(instance, SILVER_ASSET_KEY)
     bronze_events = latest_metadata(instance, BRONZE_ASSET_KEY)
     assert silver_events["t_no_change_columns"]["status"] == "skipped"
+    assert bronze_events["t_updates_in_one_batch"]["status"] == "unchanged"  # tick 2 brought nothing
     assert "change columns" in silver_events["t_no_change_columns"]["reason"]
     assert silver_events["t_never_delivered"]["status"] == "skipped"
     assert bronze_events["t_never_delivered"]["status"] == "skipped"
-    assert "no raw Delta table" in bronze_events["t_never_delivered"]["reason"]
-    # The replayed batch reached bronze as 2 raw rows and was dropped there: silver saw nothing new.
-    assert (bronze_events["t_replay"]["rows_in"], bronze_events["t_replay"]["rows_out"]) == (2, 0)
-    assert silver_events["t_replay"]["rows_in"] == 0
-    assert silver_events["t_updates_in_one_batch"]["silver_rows"] == 1
-    assert bronze_events["t_updates_in_one_batch"]["raw_version"] == 0
-    assert bronze_events["t_random"]["raw_version"] == 2
+    assert "no raw table main.raw.t_never_delivered" in bronze_events["t_never_delivered"]["reason"]
+    # The replayed batch is a new CDA folder: bronze appends its 2 rows, silver's merge leaves state as it was.
+    assert (bronze_events["t_replay"]["rows_in"], bronze_events["t_replay"]["rows_out"]) == (2, 2)
+    assert silver_events["t_replay"]["rows_in"] == 2
+    # Savepoints are the layers' own data: the last folder each layer holds.
+    assert bronze_events["t_random"]["savepoint_after"] == silver_events["t_random"]["savepoint_after"]
+    assert silver_events["t_random"]["dagster/table_name"] == "main.silver.t_random"
 
     # Nothing new: neither bronze nor silver commits a new version.
     versions = {t: DeltaTable(str(delta_root / "silver" / t)).version() for t in CASES}

@@ -1,336 +1,253 @@
-"""``DatabricksNotebookRunner``: runs a notebook as a one-time Databricks job run, through Dagster Pipes.
+"""``DatabricksNotebookRunner``: one ``run_medallion`` call = ONE multi-task Databricks run.
 
-Life cycle of one ``run_notebook`` call:
+Life cycle of one call:
 
-1. upload: the notebook goes to ``<workspace_folder>/<name without .py>`` with ``workspace.import_``,
-   only when its content changed (see ``upload_notebook``);
-2. submit: one ``jobs.submit`` run with a single ``notebook_task``; the caller's parameters and the
-   Pipes bootstrap values (``DAGSTER_PIPES_CONTEXT``, ``DAGSTER_PIPES_MESSAGES``) are its
-   ``base_parameters``, i.e. notebook widgets, whatever the compute;
-3. wait: poll ``jobs.get_run`` with back-off until the run is terminal;
-4. cleanup: if the Dagster step stops first (run terminated, interrupt, any error), cancel the
-   Databricks run and wait for it to end; then re-raise;
-5. report: Pipes custom messages become ``NotebookRun.table_results``; a run that did not succeed
-   raises ``dagster.Failure`` with Databricks' ``state_message`` and the notebook's error, read with
-   ``jobs.get_run_output`` on the TASK run id.
+1. upload: the three notebooks, the engine (``gw_medallion_engine.py``, a workspace file beside them)
+   and the gold SQL files go to ``<workspace_folder>/<project version>-<content sha256[:12]>/``. The
+   path depends on the content, so two deployments never run each other's code, and an unchanged
+   deployment costs one ``get-status`` (the folder's ``_complete`` marker, written last);
+2. submit: one ``jobs.submit`` with a task per requested layer, ``silver`` depending on ``bronze`` and
+   ``gold`` on ``silver`` (``depends_on``); each notebook reads the ``request`` widget (JSON);
+3. wait: poll ``jobs.get_run`` with back-off; every task state change is logged with its run page URL;
+4. cleanup: if the Dagster step stops first (terminate, interrupt, any error), cancel the Databricks
+   run and wait for it to end; then re-raise;
+5. results: each task's ``dbutils.notebook.exit`` JSON read with ``jobs.get_run_output(<task run id>)``
+   (``notebook_output.result``); a FAILED task's error and trace from the same call; a task skipped
+   because an upstream task failed (UPSTREAM_FAILED) leaves its tables "skipped".
 
-Pipes transport: DBFS (``PipesDbfsContextInjector`` / ``PipesDbfsMessageReader``) on clusters, or
-a Unity Catalog volume (``pipes_volume_path``), which serverless compute requires. The notebook side
-(the shim cell of every notebook) must read the bootstrap values from widgets
-(``PipesDatabricksNotebookWidgetsParamsLoader(dbutils.widgets)``) and open the DBFS paths it is given
-under ``/dbfs`` (or ``$GW_DBFS_MOUNT``), and ``/Volumes/...`` paths as they are (or under ``$GW_VOLUMES_MOUNT``).
+Why not Pipes across tasks: a Pipes session is one process reporting to one reader; a multi-task run
+has three notebook processes and serverless cannot reach DBFS. The notebook's exit value is what the
+Jobs API returns per task, on every compute, with no extra storage.
 
-Why not ``PipesDatabricksClient.run`` (dagster-databricks 0.29.27): after cancelling on an
-interruption it swallows the interruption and returns as if the run had succeeded; it cancels only on
-``DagsterExecutionInterruptedError``; it polls at a fixed interval; without ``existing_cluster_id`` it
-puts the bootstrap values in ``new_cluster.spark_env_vars`` (a notebook reads widgets) and it cannot
-do serverless. Its context injectors and message readers are used as they are.
+Storage access on Databricks goes through Unity Catalog (external locations): no ``AWS_*`` key is ever
+passed to a job. Authentication: PAT or OAuth M2M service principal (``databricks_auth.py``), bound
+from ``dg.EnvVar``s, so no secret reaches the UI, logs or metadata.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import re
+import json
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import dagster as dg
 from dagster._core.errors import raise_execution_interrupts
-from dagster._core.pipes.client import PipesContextInjector, PipesMessageReader
-from dagster._core.pipes.utils import open_pipes_session
 from dagster._utils.interrupts import capture_interrupts
-from dagster_databricks.pipes import (
-    PipesDbfsContextInjector,
-    PipesDbfsMessageReader,
-    PipesUnityCatalogVolumesContextInjector,
-    PipesUnityCatalogVolumesMessageReader,
-)
 from databricks.sdk import WorkspaceClient
-from databricks.sdk.config import Config
 from databricks.sdk.errors import DatabricksError, NotFound
 from databricks.sdk.service import compute, jobs
-from databricks.sdk.service.workspace import ExportFormat, ImportFormat, Language
+from databricks.sdk.service.workspace import ImportFormat, Language
 from pydantic import Field
 
-from guidewire_pipeline.medallion.runners.base import NOTEBOOKS_DIR, NotebookRun, NotebookRunner
+from guidewire_pipeline.databricks_auth import DatabricksAuth
+from guidewire_pipeline.medallion.runners.base import (
+    ENGINE_FILE,
+    GOLD_DIR,
+    LAYER_ORDER,
+    NOTEBOOKS,
+    NOTEBOOKS_DIR,
+    MedallionRequest,
+    MedallionRun,
+    NotebookRunner,
+    TaskOutcome,
+    assemble_results,
+    parse_notebook_output,
+)
 
-# A comment cell appended to the uploaded notebook; it survives Databricks' re-rendering of the source.
-CONTENT_HASH_MARKER = "# guidewire_pipeline notebook sha256: "
 TERMINAL_STATES = (
     jobs.RunLifeCycleState.TERMINATED,
     jobs.RunLifeCycleState.SKIPPED,
     jobs.RunLifeCycleState.INTERNAL_ERROR,
 )
-# Same versions on the cluster as here, so the Pipes protocol and the Delta writer agree.
-DEFAULT_LIBRARIES = [f"dagster-pipes=={version('dagster-pipes')}", f"deltalake=={version('deltalake')}"]
+COMPLETE_MARKER = "_complete"
 
 
-def notebook_source_with_hash(source: str) -> tuple[str, str]:
-    """Return ``(content to upload, content hash line)`` for a notebook's source text."""
-    digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
-    marker = f"{CONTENT_HASH_MARKER}{digest}"
-    return f"{source.rstrip()}\n\n# COMMAND ----------\n\n{marker}\n", marker
+def _project_version() -> str:
+    try:
+        return version("guidewire-pipeline")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def deployment_files() -> dict[str, tuple[str, bytes]]:
+    """Relative workspace path -> (kind, content) of everything a run needs: notebooks ("notebook"),
+    the engine and the gold SQL ("file"), in the same relative layout as in the package."""
+    files: dict[str, tuple[str, bytes]] = {}
+    for notebook in NOTEBOOKS.values():
+        files[f"notebooks/{PurePosixPath(notebook).stem}"] = ("notebook", (NOTEBOOKS_DIR / notebook).read_bytes())
+    files[f"notebooks/{ENGINE_FILE}"] = ("file", (NOTEBOOKS_DIR / ENGINE_FILE).read_bytes())
+    for sql in sorted(Path(GOLD_DIR).glob("*.sql")):
+        files[f"gold/{sql.name}"] = ("file", sql.read_bytes())
+    return files
+
+
+def deployment_folder(workspace_folder: str, files: dict[str, tuple[str, bytes]] | None = None) -> str:
+    """``<workspace_folder>/<version>-<sha256 of every file's path and content, 12 digits>``."""
+    digest = hashlib.sha256()
+    for path, (kind, content) in sorted((files or deployment_files()).items()):
+        digest.update(f"{path}\0{kind}\0".encode())
+        digest.update(hashlib.sha256(content).digest())
+    return str(PurePosixPath(workspace_folder) / f"{_project_version()}-{digest.hexdigest()[:12]}")
 
 
 class DatabricksNotebookRunner(NotebookRunner):
-    """Run notebooks as one-time Databricks job runs.
+    """Run the medallion as one multi-task Databricks run per call.
 
-    Compute: ``existing_cluster_id``, or a ``new_cluster`` spec (the Jobs API ``new_cluster`` dict),
-    or neither for serverless (then ``pipes_volume_path`` is required, since serverless cannot reach
-    the DBFS root). On clusters ``libraries`` are installed as task libraries; serverless notebooks
-    must install them themselves (``%pip install`` cell): the Jobs API's ``environments`` apply to
-    non-notebook tasks only.
-
-    Build it with ``DatabricksNotebookRunner.from_env()`` so that host and token come from
-    ``DATABRICKS_HOST`` / ``DATABRICKS_TOKEN`` as ``dg.EnvVar``s (never shown in the UI or logs).
+    Compute per task: ``existing_cluster_id``, or a ``new_cluster`` spec (the Jobs API dict), or neither
+    for serverless. Build it with ``from_env()``: host and credentials come from ``DATABRICKS_HOST`` and
+    ``DATABRICKS_TOKEN`` or ``DATABRICKS_CLIENT_ID``/``DATABRICKS_CLIENT_SECRET`` as ``dg.EnvVar``s.
     """
 
-    host: str = Field(description="Workspace URL, e.g. https://dbc-123.cloud.databricks.com; bind dg.EnvVar.")
-    token: str = Field(description="Personal access token; bind dg.EnvVar('DATABRICKS_TOKEN').")
+    host: str = Field(description="Workspace URL; bind dg.EnvVar('DATABRICKS_HOST').")
+    token: str | None = Field(default=None, description="Personal access token; bind dg.EnvVar.")
+    client_id: str | None = Field(default=None, description="Service principal application id; bind dg.EnvVar.")
+    client_secret: str | None = Field(default=None, description="Service principal OAuth secret; bind dg.EnvVar.")
     workspace_folder: str = Field(
-        default="/Shared/guidewire_pipeline", description="Workspace folder the notebooks are uploaded to."
-    )
-    notebooks_dir: str = Field(
-        default=str(NOTEBOOKS_DIR), description="Local folder the notebook files are read from."
-    )
-    existing_cluster_id: str | None = Field(default=None, description="Run on this all-purpose cluster.")
-    new_cluster: dict[str, Any] | None = Field(
-        default=None, description="Jobs API new_cluster spec for each run."
-    )
-    pipes_volume_path: str | None = Field(
-        default=None,
-        description="A UC volume, e.g. /Volumes/main/default/pipes, for Pipes files instead of DBFS (serverless needs it).",
-    )
-    libraries: list[str] = Field(
-        default=DEFAULT_LIBRARIES, description="PyPI requirements installed on clusters."
-    )
+        default="/Shared/guidewire_pipeline",
+        description="Parent folder of the deployments (<version>-<content hash>/ each).")
+    existing_cluster_id: str | None = Field(default=None, description="Run every task on this cluster.")
+    new_cluster: dict[str, Any] | None = Field(default=None, description="Jobs API new_cluster spec per task.")
+    chunk_rows: int | None = Field(default=None, description="Rows per bronze/silver commit (engine default).")
     poll_interval_seconds: float = Field(default=5.0, description="First wait between two run-state polls.")
-    max_poll_interval_seconds: float = Field(
-        default=30.0, description="The poll interval doubles up to this."
-    )
-    message_poll_interval_seconds: float = Field(
-        default=10.0, description="How often Pipes messages are read."
-    )
-    cancel_timeout_seconds: float = Field(
-        default=300.0, description="How long to wait for a cancelled run to end."
-    )
-    run_timeout_seconds: int = Field(
-        default=0, description="Databricks ends the run after this long (0: never)."
-    )
+    max_poll_interval_seconds: float = Field(default=30.0, description="The poll interval doubles up to this.")
+    cancel_timeout_seconds: float = Field(default=300.0, description="How long to wait for a cancelled run.")
+    run_timeout_seconds: int = Field(default=0, description="Databricks ends the run after this long (0: never).")
 
     @classmethod
     def from_env(cls, **overrides: Any) -> DatabricksNotebookRunner:
-        """A runner whose host and token are the ``DATABRICKS_HOST`` / ``DATABRICKS_TOKEN`` env vars."""
-        return cls(host=dg.EnvVar("DATABRICKS_HOST"), token=dg.EnvVar("DATABRICKS_TOKEN"), **overrides)
+        """Credentials as ``dg.EnvVar``s: the token when ``DATABRICKS_TOKEN`` is set, else the service principal."""
+        import os
+
+        credentials: dict[str, Any] = {"host": dg.EnvVar("DATABRICKS_HOST")}
+        if os.environ.get("DATABRICKS_TOKEN"):
+            credentials["token"] = dg.EnvVar("DATABRICKS_TOKEN")
+        else:
+            credentials.update(client_id=dg.EnvVar("DATABRICKS_CLIENT_ID"),
+                               client_secret=dg.EnvVar("DATABRICKS_CLIENT_SECRET"))
+        return cls(**credentials, **overrides)
 
     # ----------------------------------------------------------------- public
 
     def workspace_client(self) -> WorkspaceClient:
-        """A client that authenticates with the PAT only (auth_type="pat": no OAuth, no CLI, no profile auth)."""
-        return WorkspaceClient(
-            config=Config(
-                host=self.host,
-                token=self.token,
-                auth_type="pat",
-                product="guidewire-pipeline",
-                product_version="0.1.0",
-            )
-        )
+        return DatabricksAuth(host=self.host, token=self.token or None, client_id=self.client_id or None,
+                              client_secret=self.client_secret or None).workspace_client()
 
-    def notebook_path(self, notebook: str) -> str:
-        """The workspace path of ``notebook``: ``<workspace_folder>/<file name without .py>``."""
-        return str(PurePosixPath(self.workspace_folder) / PurePosixPath(notebook).stem)
-
-    def upload_notebook(self, client: WorkspaceClient, notebook: str) -> bool:
-        """Upload ``notebook`` unless the workspace copy already has the same content; True if uploaded.
-
-        Change detection: the uploaded source ends with a comment cell holding the sha256 of the local
-        file (``CONTENT_HASH_MARKER``). ``workspace.export`` (SOURCE) reads the workspace copy back and
-        the upload is skipped when it holds the same hash line, so an unchanged notebook costs one GET
-        and no write. A comment survives Databricks' re-rendering of notebook source, unlike a byte
-        comparison, and unlike a separate hash file it cannot disagree with the notebook it describes.
-        A missing notebook (404) makes the folder with ``mkdirs`` first.
-        """
-        local = Path(self.notebooks_dir) / notebook
-        if not local.is_file():
-            raise dg.Failure(
-                description=f"Notebook {notebook!r} does not exist in {self.notebooks_dir}: check the notebook name."
-            )
-        content, marker = notebook_source_with_hash(local.read_text(encoding="utf-8"))
-        remote = self.notebook_path(notebook)
+    def upload(self, client: WorkspaceClient) -> tuple[str, bool]:
+        """Upload the deployment unless its content-addressed folder is complete; ``(folder, uploaded)``."""
+        files = deployment_files()
+        folder = deployment_folder(self.workspace_folder, files)
         try:
-            exported = client.workspace.export(remote, format=ExportFormat.SOURCE)
-            current: str | None = base64.b64decode(exported.content or "").decode("utf-8", errors="replace")
+            client.workspace.get_status(f"{folder}/{COMPLETE_MARKER}")
+            return folder, False
         except NotFound:
-            current = None
-        if current is not None and marker in current.splitlines():
-            return False
-        if current is None:
-            client.workspace.mkdirs(self.workspace_folder)
-        client.workspace.import_(
-            remote,
-            content=base64.b64encode(content.encode("utf-8")).decode("ascii"),
-            format=ImportFormat.SOURCE,
-            language=Language.PYTHON,
-            overwrite=True,
-        )
-        return True
+            pass
+        for directory in sorted({str(PurePosixPath(folder) / PurePosixPath(p).parent) for p in files}):
+            client.workspace.mkdirs(directory)
+        for path, (kind, content) in sorted(files.items()):
+            encoded = base64.b64encode(content).decode("ascii")
+            if kind == "notebook":
+                client.workspace.import_(f"{folder}/{path}", content=encoded, format=ImportFormat.SOURCE,
+                                         language=Language.PYTHON, overwrite=True)
+            else:
+                client.workspace.import_(f"{folder}/{path}", content=encoded, format=ImportFormat.AUTO,
+                                         overwrite=True)
+        marker = base64.b64encode(json.dumps(sorted(files)).encode()).decode("ascii")
+        client.workspace.import_(f"{folder}/{COMPLETE_MARKER}", content=marker, format=ImportFormat.AUTO,
+                                 overwrite=True)
+        return folder, True
 
-    def run_notebook(
-        self,
-        context: dg.OpExecutionContext | dg.AssetExecutionContext,
-        notebook: str,
-        parameters: Mapping[str, str],
-    ) -> NotebookRun:
-        """Upload ``notebook`` if changed, run it once on Databricks with ``parameters`` as widgets, and wait.
+    def tasks(self, folder: str, request: MedallionRequest) -> list[jobs.SubmitTask]:
+        """One notebook task per requested layer, each depending on the layer before it."""
+        parameters = {"request": json.dumps(request.payload(self.chunk_rows))}
+        layers = [layer for layer in LAYER_ORDER if layer in request.layers]
+        tasks = []
+        for index, layer in enumerate(layers):
+            task = jobs.SubmitTask(
+                task_key=layer,
+                notebook_task=jobs.NotebookTask(
+                    notebook_path=f"{folder}/notebooks/{PurePosixPath(NOTEBOOKS[layer]).stem}",
+                    base_parameters=parameters, source=jobs.Source.WORKSPACE),
+                depends_on=[jobs.TaskDependency(task_key=layers[index - 1])] if index else None,
+            )
+            if self.existing_cluster_id:
+                task.existing_cluster_id = self.existing_cluster_id
+            elif self.new_cluster:
+                task.new_cluster = compute.ClusterSpec.from_dict(self.new_cluster)
+            tasks.append(task)
+        return tasks
 
-        Returns the notebook's Pipes custom messages and the run's id and page URL.
-        Raises ``dagster.Failure`` when the compute settings are contradictory, when the notebook file
-        is missing, or when the run does not succeed (with Databricks' state message and the
-        notebook's error). Cancels the Databricks run if this step stops before it ends.
-        """
-        self._check_compute()
-        client = self.workspace_client()
-        remote = self.notebook_path(notebook)
-        try:
-            uploaded = self.upload_notebook(client, notebook)
-        except DatabricksError as error:
-            raise dg.Failure(
-                description=(
-                    f"Could not upload notebook {notebook} to {remote} ({error.error_code}: {error}). "
-                    "Check workspace_folder and that the token may write there."
-                )
-            ) from error
-        context.log.info(f"Notebook {remote}: {'uploaded' if uploaded else 'unchanged, not uploaded'}")
-
-        with open_pipes_session(
-            context=context,
-            context_injector=self._context_injector(client),
-            message_reader=self._message_reader(client),
-        ) as session:
-            base_parameters = {
-                **{k: str(v) for k, v in parameters.items()},
-                **session.get_bootstrap_env_vars(),
-            }
-            task = self._submit_task(notebook, remote, base_parameters)
-            with self._cancel_on_exit(context, client, notebook) as submitted:
-                # An interrupt while submitting waits until the run id is known, so the run can be cancelled.
-                with capture_interrupts():
-                    try:
-                        run_id = client.jobs.submit(
-                            run_name=f"guidewire_pipeline {PurePosixPath(notebook).stem} (dagster run {context.run_id[:8]})",
-                            tasks=[task],
-                            # One token per call: the SDK's retries of this request cannot start a second run.
-                            idempotency_token=uuid.uuid4().hex,
-                            timeout_seconds=self.run_timeout_seconds or None,
-                        ).bind()["run_id"]
-                    except DatabricksError as error:
-                        raise dg.Failure(
-                            description=(
-                                f"Databricks refused the run of notebook {remote} ({error.error_code}: {error}). "
-                                "Check existing_cluster_id / new_cluster / pipes_volume_path."
-                            )
-                        ) from error
-                    submitted["run_id"] = run_id
-                    with raise_execution_interrupts():
-                        pass  # raises here an interrupt captured during the submit
-                run = self._wait_until_terminal(context, client, run_id, notebook)
-                submitted["terminal"] = True
-            table_results = [m for m in session.get_custom_messages() if isinstance(m, dict)]
-
-        metadata = self._run_metadata(run, remote, uploaded)
-        if run.state is None or run.state.result_state != jobs.RunResultState.SUCCESS:
-            raise self._failure(client, run, notebook, metadata)
-        return NotebookRun(notebook=notebook, table_results=table_results, run_metadata=metadata)
-
-    # ----------------------------------------------------------------- submit and wait
-
-    def _check_compute(self) -> None:
+    def run_medallion(
+        self, context: dg.OpExecutionContext | dg.AssetExecutionContext, request: MedallionRequest
+    ) -> MedallionRun:
+        """Upload if needed, submit one multi-task run, wait, and return every table's result (see
+        ``runners/base.py``). Raises ``dagster.Failure`` only when nothing could run: contradictory
+        compute settings, a refused upload or a refused submit. Cancels the run if this step stops first."""
         if self.existing_cluster_id and self.new_cluster:
-            raise dg.Failure(
-                description="DatabricksNotebookRunner: set existing_cluster_id or new_cluster, not both."
-            )
-        if not self.existing_cluster_id and not self.new_cluster and not self.pipes_volume_path:
-            raise dg.Failure(
-                description=(
-                    "DatabricksNotebookRunner: serverless runs (no existing_cluster_id, no new_cluster) cannot "
-                    "reach DBFS; set pipes_volume_path to a Unity Catalog volume, e.g. /Volumes/main/default/pipes."
-                )
-            )
+            raise dg.Failure(description="DatabricksNotebookRunner: set existing_cluster_id or new_cluster, not both.")
+        client = self.workspace_client()
+        try:
+            folder, uploaded = self.upload(client)
+        except DatabricksError as error:
+            raise dg.Failure(description=(
+                f"Could not upload the medallion notebooks to {self.workspace_folder} ({error.error_code}: {error}). "
+                "Check workspace_folder and that this identity may write there.")) from error
+        context.log.info(f"Medallion deployment {folder}: {'uploaded' if uploaded else 'unchanged, not uploaded'}")
+        tasks = self.tasks(folder, request)
+        with self._cancel_on_exit(context, client) as submitted:
+            with capture_interrupts():  # an interrupt during the submit waits for the run id, to cancel it
+                try:
+                    run_id = client.jobs.submit(
+                        run_name=f"guidewire_pipeline medallion (dagster run {context.run_id[:8]})",
+                        tasks=tasks,
+                        idempotency_token=uuid.uuid4().hex,  # the SDK's retries cannot start a second run
+                        timeout_seconds=self.run_timeout_seconds or None,
+                    ).bind()["run_id"]
+                except DatabricksError as error:
+                    raise dg.Failure(description=(
+                        f"Databricks refused the medallion run ({error.error_code}: {error}). "
+                        "Check existing_cluster_id / new_cluster and the workspace's compute policies.")) from error
+                submitted["run_id"] = run_id
+                with raise_execution_interrupts():
+                    pass  # raises here an interrupt captured during the submit
+            run = self._wait_until_terminal(context, client, run_id)
+            submitted["terminal"] = True
+        outcomes, run_metadata = self._outcomes(context, client, run, request)
+        run_metadata.update(databricks_deployment=folder, notebooks_uploaded=uploaded)
+        return MedallionRun(results=assemble_results(request, outcomes), run_metadata=run_metadata)
 
-    def _context_injector(self, client: WorkspaceClient) -> PipesContextInjector:
-        if self.pipes_volume_path:
-            return PipesUnityCatalogVolumesContextInjector(client=client, volume_path=self.pipes_volume_path)
-        return PipesDbfsContextInjector(client=client)
+    # ----------------------------------------------------------------- wait and cancel
 
-    def _message_reader(self, client: WorkspaceClient) -> PipesMessageReader:
-        if self.pipes_volume_path:
-            return PipesUnityCatalogVolumesMessageReader(
-                client=client,
-                volume_path=self.pipes_volume_path,
-                interval=self.message_poll_interval_seconds,
-                include_stdio_in_messages=False,
-            )
-        return PipesDbfsMessageReader(client=client, interval=self.message_poll_interval_seconds)
-
-    def _submit_task(self, notebook: str, remote: str, base_parameters: dict[str, str]) -> jobs.SubmitTask:
-        task = jobs.SubmitTask(
-            task_key=re.sub(r"\W", "_", PurePosixPath(notebook).stem),
-            notebook_task=jobs.NotebookTask(
-                notebook_path=remote, base_parameters=base_parameters, source=jobs.Source.WORKSPACE
-            ),
-        )
-        if self.existing_cluster_id or self.new_cluster:
-            task.libraries = [
-                compute.Library(pypi=compute.PythonPyPiLibrary(package=p)) for p in self.libraries
-            ]
-        if self.existing_cluster_id:
-            task.existing_cluster_id = self.existing_cluster_id
-        elif self.new_cluster:
-            task.new_cluster = compute.ClusterSpec.from_dict(self.new_cluster)
-        return task
-
-    def _wait_until_terminal(
-        self,
-        context: dg.OpExecutionContext | dg.AssetExecutionContext,
-        client: WorkspaceClient,
-        run_id: int,
-        notebook: str,
-        deadline: float | None = None,
-    ) -> jobs.Run:
-        """Poll ``get_run`` until the run is terminal, doubling the interval up to the maximum."""
+    def _wait_until_terminal(self, context: dg.OpExecutionContext | dg.AssetExecutionContext,
+                             client: WorkspaceClient, run_id: int, deadline: float | None = None) -> jobs.Run:
         interval = self.poll_interval_seconds
-        last_state = None
+        seen: dict[str, str] = {}
         while True:
             run = client.jobs.get_run(run_id)
-            state = run.state.life_cycle_state if run.state else None
-            if state != last_state:
-                context.log.info(
-                    f"Databricks run {run_id} ({notebook}): {state.value if state else 'no state'} {run.run_page_url or ''}"
-                )
-                last_state = state
-            if state in TERMINAL_STATES:
+            for item in [run, *(run.tasks or [])]:
+                key = getattr(item, "task_key", None) or "run"
+                state = _state_text(item.state)
+                if seen.get(key) != state:
+                    seen[key] = state
+                    what = f"Databricks run {run_id}" if key == "run" else f"task {key}"
+                    context.log.info(f"{what}: {state} {item.run_page_url or ''}".rstrip())
+            life_cycle = run.state.life_cycle_state if run.state else None
+            if life_cycle in TERMINAL_STATES:
                 return run
             if deadline is not None and time.monotonic() + interval > deadline:
-                raise TimeoutError(
-                    f"Databricks run {run_id} ({notebook}) did not end in time; see {run.run_page_url}"
-                )
+                raise TimeoutError(f"Databricks run {run_id} did not end in time; see {run.run_page_url}")
             time.sleep(interval)
             interval = min(interval * 2, self.max_poll_interval_seconds)
 
     @contextmanager
-    def _cancel_on_exit(
-        self,
-        context: dg.OpExecutionContext | dg.AssetExecutionContext,
-        client: WorkspaceClient,
-        notebook: str,
-    ) -> Iterator[dict[str, Any]]:
+    def _cancel_on_exit(self, context: dg.OpExecutionContext | dg.AssetExecutionContext,
+                        client: WorkspaceClient) -> Iterator[dict[str, Any]]:
         """Yield a dict the caller fills with ``run_id`` and ``terminal``; cancel a live run on any exit by error."""
         submitted: dict[str, Any] = {}
         try:
@@ -338,67 +255,74 @@ class DatabricksNotebookRunner(NotebookRunner):
         except BaseException:
             run_id = submitted.get("run_id")
             if run_id is not None and not submitted.get("terminal"):
-                context.log.warning(f"Step stopped: cancelling Databricks run {run_id} ({notebook}).")
+                context.log.warning(f"Step stopped: cancelling Databricks run {run_id}.")
                 try:
                     client.jobs.cancel_run(run_id)
-                    run = self._wait_until_terminal(
-                        context,
-                        client,
-                        run_id,
-                        notebook,
-                        deadline=time.monotonic() + self.cancel_timeout_seconds,
-                    )
-                    context.log.warning(
-                        f"Databricks run {run_id} ({notebook}) ended {run.state.result_state if run.state else None}."
-                    )
+                    run = self._wait_until_terminal(context, client, run_id,
+                                                    deadline=time.monotonic() + self.cancel_timeout_seconds)
+                    context.log.warning(f"Databricks run {run_id} ended {_state_text(run.state)}.")
                 except (DatabricksError, TimeoutError, OSError) as error:
-                    context.log.error(
-                        f"Could not confirm that Databricks run {run_id} ({notebook}) was cancelled ({error}); "
-                        "cancel it from its run page."
-                    )
+                    context.log.error(f"Could not confirm that Databricks run {run_id} was cancelled ({error}); "
+                                      "cancel it from its run page.")
             raise
 
-    # ----------------------------------------------------------------- report
+    # ----------------------------------------------------------------- results
 
-    @staticmethod
-    def _run_metadata(run: jobs.Run, remote: str, uploaded: bool) -> dict[str, Any]:
-        metadata: dict[str, Any] = {
-            "runner": "databricks",
-            "databricks_run_id": run.run_id,
-            "databricks_notebook_path": remote,
-            "notebook_uploaded": uploaded,
-        }
-        if run.tasks and run.tasks[0].run_id is not None:
-            metadata["databricks_task_run_id"] = run.tasks[0].run_id
+    def _outcomes(self, context: dg.OpExecutionContext | dg.AssetExecutionContext, client: WorkspaceClient,
+                  run: jobs.Run, request: MedallionRequest) -> tuple[dict[str, TaskOutcome], dict[str, Any]]:
+        metadata: dict[str, Any] = {"runner": "databricks", "databricks_run_id": run.run_id,
+                                    "databricks_run_state": _state_text(run.state)}
         if run.run_page_url:
-            metadata["databricks_run_url"] = dg.MetadataValue.url(run.run_page_url)
-        return metadata
-
-    @staticmethod
-    def _failure(
-        client: WorkspaceClient, run: jobs.Run, notebook: str, metadata: dict[str, Any]
-    ) -> dg.Failure:
-        state = run.state
-        result = state.result_state.value if state and state.result_state else "no result"
-        life_cycle = state.life_cycle_state.value if state and state.life_cycle_state else "unknown"
-        lines = [
-            f"Notebook {notebook} failed on Databricks: run {run.run_id} ended {life_cycle}/{result}.",
-            f"Databricks says: {(state.state_message if state else None) or '(no state message)'}",
-        ]
-        failure_metadata = dict(metadata)
+            metadata["databricks_run_url"] = run.run_page_url
+        if run.state and run.state.state_message:
+            metadata["databricks_state_message"] = run.state.state_message
+        outcomes: dict[str, TaskOutcome] = {}
         for task in run.tasks or []:
-            if task.run_id is None:
-                continue
+            layer = str(task.task_key)
+            result = task.state.result_state if task.state else None
+            task_metadata = {f"{layer}_task_state": _state_text(task.state)}
+            if task.run_page_url:
+                task_metadata[f"{layer}_task_run_url"] = task.run_page_url
+            metadata.update(task_metadata)
+            if result == jobs.RunResultState.SUCCESS and task.run_id is not None:
+                try:
+                    output = client.jobs.get_run_output(task.run_id)  # the TASK run id; the parent's is refused
+                    results = parse_notebook_output(
+                        layer, output.notebook_output.result if output.notebook_output else None)
+                    outcomes[layer] = TaskOutcome(layer, "ok", results)
+                except (DatabricksError, ValueError) as error:
+                    outcomes[layer] = TaskOutcome(layer, "failed", error=f"its output could not be read: {error}")
+            elif result in (jobs.RunResultState.UPSTREAM_FAILED, jobs.RunResultState.UPSTREAM_CANCELED, None):
+                outcomes[layer] = TaskOutcome(layer, "not_run")
+            else:
+                outcomes[layer] = TaskOutcome(layer, "failed", error=self._task_error(client, task))
+        failed = [layer for layer in LAYER_ORDER if layer in outcomes and outcomes[layer].status == "failed"]
+        if failed:
+            metadata["failed_task"] = failed[0]
+            metadata["failed_task_error"] = outcomes[failed[0]].error
+            context.log.error(f"Databricks task {failed[0]} failed: {outcomes[failed[0]].error}")
+        return outcomes, metadata
+
+    @staticmethod
+    def _task_error(client: WorkspaceClient, task: jobs.RunTask) -> str:
+        state = task.state
+        parts = [f"{_state_text(state)}: {(state.state_message if state else None) or 'no state message'}"]
+        if task.run_id is not None:
             try:
-                output = client.jobs.get_run_output(task.run_id)  # the task run id: the parent's is refused
+                output = client.jobs.get_run_output(task.run_id)
+                if output.error:
+                    parts.append(f"notebook error: {output.error}")
+                if output.error_trace:
+                    parts.append(f"trace (end): {output.error_trace[-1500:]}")
             except DatabricksError as error:
-                lines.append(f"Task {task.task_key}: its output could not be read ({error}).")
-                continue
-            if output.error:
-                lines.append(f"Notebook error (task {task.task_key}): {output.error}")
-            if output.error_trace:
-                failure_metadata["notebook_error_trace"] = dg.MetadataValue.text(output.error_trace[-20_000:])
-        if run.run_page_url:
-            lines.append(f"Run page: {run.run_page_url}")
-        lines.append("Fix the notebook or its input and re-run the same partitions.")
-        return dg.Failure(description="\n".join(lines), metadata=failure_metadata)
+                parts.append(f"its output could not be read ({error})")
+        if task.run_page_url:
+            parts.append(f"task run page: {task.run_page_url}")
+        return "; ".join(parts)
+
+
+def _state_text(state: jobs.RunState | None) -> str:
+    if state is None:
+        return "no state"
+    life_cycle = state.life_cycle_state.value if state.life_cycle_state else "UNKNOWN"
+    return f"{life_cycle}/{state.result_state.value}" if state.result_state else life_cycle

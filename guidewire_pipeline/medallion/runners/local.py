@@ -1,56 +1,100 @@
-"""``LocalNotebookRunner``: runs a notebook file as a local Python subprocess through Dagster Pipes.
+"""``LocalNotebookRunner``: the whole medallion of one call in one local process, on Sail.
 
-The notebook's ``pipes.log`` lines and its stdout/stderr stream into the Dagster run while it runs; its
-per-table custom messages come back in ``NotebookRun.table_results``. The subprocess inherits this
-process's environment (so ``AWS_*`` reach delta-rs without passing secrets as parameters).
+``run_medallion`` starts ``local_host.py`` through Dagster Pipes: one process, one Sail start, the
+notebooks of the requested layers executed in order with ``spark`` bound, exactly the code the
+Databricks tasks run. The engine's log lines stream into the Dagster run (``pipes.log``); stdout and
+stderr go to the step's compute logs. The process inherits this environment (so ``AWS_*`` reach Sail
+and delta-rs without passing secrets as parameters). Terminating the step kills the process.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from typing import Any
 
 import dagster as dg
-from dagster._core.errors import DagsterPipesExecutionError
+from dagster._core.pipes.utils import (
+    PipesTempFileContextInjector,
+    PipesTempFileMessageReader,
+    open_pipes_session,
+)
 
-from guidewire_pipeline.medallion.runners.base import NOTEBOOKS_DIR, NotebookRun, NotebookRunner
+from guidewire_pipeline.medallion.runners.base import (
+    MedallionRequest,
+    MedallionRun,
+    NotebookRunner,
+    TaskOutcome,
+    assemble_results,
+    parse_notebook_output,
+)
 
 
 class LocalNotebookRunner(NotebookRunner):
-    """Run notebooks on this machine, with this virtualenv's Python unless ``python_executable`` is set."""
+    """Run the medallion on this machine with this virtualenv's Python unless ``python_executable`` is set."""
 
     python_executable: str | None = None
+    chunk_rows: int | None = None  # rows per bronze/silver commit; None: the engine's default
 
-    def run_notebook(
-        self,
-        context: dg.OpExecutionContext | dg.AssetExecutionContext,
-        notebook: str,
-        parameters: Mapping[str, str],
-    ) -> NotebookRun:
-        """Run ``NOTEBOOKS_DIR/notebook`` with ``parameters`` as Pipes extras.
+    def run_medallion(
+        self, context: dg.OpExecutionContext | dg.AssetExecutionContext, request: MedallionRequest
+    ) -> MedallionRun:
+        """One local process for every layer of ``request`` (see ``runners/base.py`` for the semantics).
+        A process that dies (killed, crashed) fails the task it was running; nothing is raised for it."""
+        import json
 
-        Raises ``dagster.Failure`` when the file does not exist or the process exits non-zero (its
-        traceback is already in the run's logs, streamed from stderr)."""
-        path = NOTEBOOKS_DIR / notebook
-        if not path.is_file():
-            raise dg.Failure(
-                f"Notebook {notebook!r} does not exist in {NOTEBOOKS_DIR}: check the notebook name."
-            )
-        python = self.python_executable or sys.executable
-        try:
-            invocation = dg.PipesSubprocessClient().run(
-                context=context, command=[python, str(path)], extras=dict(parameters)
-            )
-        except DagsterPipesExecutionError as error:
-            raise dg.Failure(
-                description=(
-                    f"Notebook {notebook} failed as a local process ({error}). Its traceback is in this run's "
-                    "stderr above; fix it and re-run the same partitions (every layer is incremental)."
-                ),
-                metadata={"notebook": dg.MetadataValue.path(str(path)), "runner": "local"},
-            ) from error
-        return NotebookRun(
-            notebook=notebook,
-            table_results=[m for m in invocation.get_custom_messages() if isinstance(m, dict)],
-            run_metadata={"runner": "local", "notebook": str(path)},
-        )
+        started = time.monotonic()
+        command = [self.python_executable or sys.executable, "-m", "guidewire_pipeline.medallion.runners.local_host"]
+        with open_pipes_session(
+            context=context,
+            context_injector=PipesTempFileContextInjector(),
+            message_reader=PipesTempFileMessageReader(),
+            extras={"request": json.dumps(request.payload(self.chunk_rows))},
+        ) as session:
+            process = subprocess.Popen(command, env={**os.environ, **session.get_bootstrap_env_vars()})
+            try:
+                returncode = process.wait()
+            except BaseException:  # step terminated: the process must not outlive it
+                process.terminate()
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                raise
+        outcomes = _outcomes(request, session.get_custom_messages(), returncode)
+        run_metadata: dict[str, Any] = {"runner": "local", "engine": "sail", "process_exit_code": returncode,
+                                        "seconds": round(time.monotonic() - started, 3)}
+        failed = [o.layer for o in outcomes.values() if o.status == "failed"]
+        if failed:
+            run_metadata["failed_task"] = failed[0]
+            run_metadata["failed_task_error"] = outcomes[failed[0]].error
+        return MedallionRun(results=assemble_results(request, outcomes), run_metadata=run_metadata)
+
+
+def _outcomes(request: MedallionRequest, messages: list[Any], returncode: int) -> dict[str, TaskOutcome]:
+    outcomes: dict[str, TaskOutcome] = {}
+    for message in messages:
+        if not isinstance(message, dict) or "task" not in message:
+            continue
+        layer = str(message["task"])
+        if message.get("status") == "ok":
+            try:
+                outcomes[layer] = TaskOutcome(layer, "ok", parse_notebook_output(layer, message.get("output")))
+            except ValueError as error:
+                outcomes[layer] = TaskOutcome(layer, "failed", error=str(error))
+        else:
+            outcomes[layer] = TaskOutcome(layer, "failed", error=str(message.get("error")))
+    # The task that was running when the process died without reporting.
+    for layer in request.payload()["layers"]:
+        if layer in outcomes:
+            if outcomes[layer].status == "failed":
+                break
+            continue
+        if returncode != 0:
+            outcomes[layer] = TaskOutcome(
+                layer, "failed", error=f"the local medallion process exited with code {returncode} while "
+                "running this task; its output is in this step's stderr")
+        break
+    return outcomes
