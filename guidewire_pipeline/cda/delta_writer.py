@@ -116,6 +116,7 @@ class TableSyncResult:
     duration_s: float = 0.0
     compacted_files: int = 0  # small files merged by this sync's compaction (0: none ran)
     rewound_from: int | None = None  # the recorded savepoint, when the live rows were behind it
+    ray_memory_bytes: int | None = None  # memory the Ray task declared (None: loaded in the driver)
     uri: str = ""
     warnings: list[str] = field(default_factory=list)
     error: str | None = None

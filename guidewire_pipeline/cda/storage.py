@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,6 +207,31 @@ class Location:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         with fs.open_output_stream(self.fs_path) as stream:
             stream.write(payload)
+
+    def tree_size(self) -> tuple[int, int]:
+        """(files, bytes) under this folder, recursively; (0, 0) when it does not exist."""
+        if self.is_s3:
+            client = _s3_client(S3Settings.from_env())
+            files = size = 0
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{self.key}/"):
+                for obj in page.get("Contents", []):
+                    files, size = files + 1, size + int(obj["Size"])
+            return files, size
+        root = Path(self.path)
+        found = [p.stat().st_size for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
+        return len(found), sum(found)
+
+    def delete_tree(self) -> None:
+        """Delete this folder and everything under it (nothing when it does not exist)."""
+        if self.is_s3:
+            client = _s3_client(S3Settings.from_env())
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{self.key}/"):
+                keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+                if keys:  # one request per page of up to 1,000 keys
+                    client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+            return
+        if Path(self.path).exists():
+            shutil.rmtree(self.path)
 
     def stat(self) -> str | None:
         """A token that changes whenever the file changes (S3 ETag, or local mtime and size).

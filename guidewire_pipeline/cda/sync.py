@@ -262,13 +262,22 @@ def ensure_ray(settings: RaySettings) -> dict[str, Any]:
 _remote_sync: Any = None
 
 
+def _sync_on_worker(entry: ManifestEntry, location: Location, **kwargs: Any) -> TableSyncResult:
+    """``sync_table`` in a Ray task; the result records the memory Ray reserved for the task."""
+    import ray
+
+    result = sync_table(entry, location, **kwargs)
+    result.ray_memory_bytes = int(ray.get_runtime_context().get_assigned_resources().get("memory", 0))
+    return result
+
+
 def _remote() -> Any:
     global _remote_sync
     if _remote_sync is None:
         import ray
 
         # max_retries=0: a retry is the next run's job, and exactly-once makes it safe.
-        _remote_sync = ray.remote(num_cpus=1, max_retries=0)(sync_table)
+        _remote_sync = ray.remote(num_cpus=1, max_retries=0)(_sync_on_worker)
     return _remote_sync
 
 
