@@ -28,6 +28,7 @@ from guidewire_pipeline.sharing.audit import audit_table_uri, record_changes
 from guidewire_pipeline.sharing.backends import SharingBackend, SharingServerBackend, UnityCatalogBackend
 from guidewire_pipeline.sharing.plan import LiveState
 from guidewire_pipeline.sharing.reconciler import ActivationLinkStore, SharingResult, reconcile
+from guidewire_pipeline.sharing.server import DEFAULT_SHARING_ENDPOINT
 from guidewire_pipeline.sharing.server.state import SharingState
 from guidewire_pipeline.sharing.sharepack import (
     DEFAULT_SHAREPACK,
@@ -39,7 +40,6 @@ from guidewire_pipeline.sharing.sharepack import (
 DELTA_SHARES_KEY = dg.AssetKey("delta_shares")
 SHAREPACK_PLAN_CHECK = "sharepack_plan"
 DEFAULT_ACTIVATION_LINK_DIR = "~/.guidewire_pipeline/activation-links"
-DEFAULT_SHARING_ENDPOINT = "http://127.0.0.1:8080/delta-sharing"
 DEFAULT_TOKEN_LIFETIME_DAYS = 365
 
 
