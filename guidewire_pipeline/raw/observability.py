@@ -28,6 +28,7 @@ def sync_metadata(result: TableSyncResult) -> dict[str, Any]:
         "status": result.status,
         "rows_added": dg.MetadataValue.int(result.rows_added),
         "batches_applied": dg.MetadataValue.int(result.batches_applied),
+        "commits": dg.MetadataValue.int(result.commits),
         "bytes_read": dg.MetadataValue.int(result.bytes_read),
         "watermark_before": _int_or_none(result.watermark_before),
         "watermark_after": _int_or_none(result.watermark_after),
@@ -47,6 +48,10 @@ def sync_metadata(result: TableSyncResult) -> dict[str, Any]:
         metadata["fingerprints_loaded"] = dg.MetadataValue.int(len(result.fingerprints))
     if result.compacted_files:
         metadata["compacted_small_files"] = dg.MetadataValue.int(result.compacted_files)
+    if result.rewound_from is not None:
+        metadata["savepoint_rewound_from"] = dg.MetadataValue.int(result.rewound_from)
+    if result.ray_memory_bytes:
+        metadata["ray_task_memory_mb"] = dg.MetadataValue.int(result.ray_memory_bytes // 2**20)
     if result.warnings:
         metadata["warnings"] = dg.MetadataValue.md("\n".join(f"- {w}" for w in result.warnings))
     return metadata

@@ -64,6 +64,10 @@ def test_materialize_local_matches_committed_folders(sample_cda: Path, tmp_path:
 
             event = result.get_asset_materialization_events()[0].materialization
             assert event.partition == table
+            # Progress of each commit, made on a Ray worker, is in the run's log.
+            log_lines = [e.user_message for e in instance.all_logs(result.run_id) if e.dagster_event is None]
+            assert any(f"{table}: commit 1/1 " in line and "MB/s" in line for line in log_lines), log_lines
+            assert event.metadata["commits"].value == 1 and event.metadata["ray_task_memory_mb"].value > 0
             assert event.metadata["rows_added"].value == expected.num_rows
             assert event.metadata["dagster/row_count"].value == expected.num_rows
             assert event.metadata["delta_version"].value == len(history) - 1
