@@ -241,3 +241,62 @@ def test_provision_shares_is_callable_from_an_op(uc_workspace, tmp_path: Path, l
     result = e2e_tail.execute_in_process(resources={"delta_sharing": resource})
     assert result.output_for_node("share_gold") == 9
     assert len(_audit_rows(settings, "is_current")) == 9
+
+
+def test_a_binary_sharepack_never_stops_the_definitions_or_a_raw_sync(tmp_path: Path, sharing_state_url: str):
+    """Issue 14: the pack is read when a sharing step runs; raw loads exactly as without it."""
+    from guidewire_pipeline.sample.generator import generate
+    from tests.raw.helpers import assert_exactly_once
+
+    generate(str(tmp_path / "cda"), tables=3, batches=2, rows=30, seed=4)
+    broken = tmp_path / "partners.yaml"
+    broken.write_bytes(b"\xfe\xff\x00\x81 not a share pack \x00")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "DAGSTER_HOME", "GW_"))}
+    env.update(GW_MANIFEST_URI=str(tmp_path / "cda" / "manifest.json"), GW_DELTA_ROOT=str(tmp_path / "delta"),
+               GW_SHAREPACK=str(broken), GW_SHARING_STATE_URL=sharing_state_url, PYTHONPATH=str(REPO_ROOT))
+    dagster = str(Path(sys.executable).parent / "dagster")
+    sync = subprocess.run([dagster, "job", "execute", "-m", "guidewire_pipeline.definitions", "-j", "cda_sync_job"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert sync.returncode == 0, (sync.stdout + sync.stderr)[-3000:]
+    for table in ("pc_policyperiod", "pc_policyline", "cc_claim"):
+        assert_exactly_once(tmp_path / "cda", table, tmp_path / "delta" / "raw" / table)
+    share = subprocess.run([dagster, "job", "execute", "-m", "guidewire_pipeline.definitions", "-j", "delta_sharing_job"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    output = share.stdout + share.stderr
+    assert share.returncode != 0
+    assert f"Share pack {broken} has 1 problem(s)" in output and "GW_SHAREPACK" in output and "not a text file" in output
+    assert "UnicodeDecodeError" not in output
+
+
+def test_sharepack_plan_check_is_red_for_a_bad_pack_and_green_for_a_good_one(tmp_path: Path, link_dir):
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(DEFAULT_SHAREPACK.read_text().replace("main.gold.policies_in_force_by_month", "main.gold.nope"))
+    renamed = tmp_path / "renamed.xlsx"
+    renamed.write_text("metadata: {}")
+    for pack, passed, named in ((DEFAULT_SHAREPACK, True, "9 action(s) pending"),
+                                (unknown, False, "unknown.yaml line 27: share[1].data_objects[0]: table 'main.gold.nope'"),
+                                (renamed, False, "not an Excel workbook")):
+        defs = build_defs(_settings(tmp_path, None, pack))
+        job = defs.resolve_implicit_global_asset_job_def()
+        with dg.instance_for_test() as instance:
+            result = job.get_subset(asset_check_selection={dg.AssetCheckKey(DELTA_SHARES_KEY, "sharepack_plan")},
+                                    asset_selection=set()).execute_in_process(instance=instance, raise_on_error=False)
+        (evaluation,) = result.get_asset_check_evaluations()
+        assert evaluation.passed is passed and named in (evaluation.description or ""), evaluation.description
+    assert not Path(audit_table_uri(str(tmp_path / "delta"))).exists()  # a check writes nothing
+
+
+def test_secrets_are_bound_as_env_vars_pat_or_service_principal(tmp_path: Path, monkeypatch):
+    from guidewire_pipeline.sharing.defs import build_sharing_resource
+
+    monkeypatch.setenv("DATABRICKS_HOST", "https://adb-1.example.net")
+    monkeypatch.delenv("DATABRICKS_TOKEN", raising=False)
+    monkeypatch.setenv("DATABRICKS_CLIENT_ID", "sp-id")
+    monkeypatch.setenv("DATABRICKS_CLIENT_SECRET", "sp-secret-value")
+    settings = _settings(tmp_path, "https://adb-1.example.net")
+    resource = build_sharing_resource(settings)
+    assert isinstance(resource.client_secret, dg.EnvVar) and isinstance(resource.client_id, dg.EnvVar)
+    assert resource.token is None and "sp-secret-value" not in repr(resource)
+    with dg.instance_for_test():
+        bound = resource.process_config_and_initialize()
+    assert bound.configured and bound.client_secret == "sp-secret-value"

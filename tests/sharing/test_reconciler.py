@@ -318,3 +318,40 @@ def test_changed_attributes_are_updated_in_place(uc_workspace, backend, links, s
     shared = uc_workspace.uc.shares["claims_gold"]["objects"]["main.gold.claims_by_state_month"]
     assert shared["history_data_sharing_status"] == "ENABLED" and shared["comment"] == "monthly KPIs"
     assert compute_plan(changed, backend.read_state(changed)).is_empty
+
+
+def test_a_share_of_an_unknown_table_is_refused_with_its_line_and_uc_answers_table_does_not_exist(
+    uc_workspace, backend, links, tmp_path
+):
+    from guidewire_pipeline.sharing.sharepack import DEFAULT_SHAREPACK, load_sharepack
+
+    pack_file = tmp_path / "pack.yaml"
+    pack_file.write_text(DEFAULT_SHAREPACK.read_text().replace("main.gold.policies_in_force_by_month",
+                                                               "main.silver.not_registered"))
+    loaded = load_sharepack(pack_file)
+    result = reconcile(loaded.pack, backend, links, apply=True, locate=loaded.locate)
+    assert result.plan.blocked and uc_workspace.writes() == []
+    (refusal,) = result.plan.refusals
+    assert refusal.name == "policies_gold/main.silver.not_registered"
+    assert refusal.message.startswith(f"{pack_file} line 27: share[1].data_objects[0]: table 'main.silver.not_registered'")
+    # registered in Unity Catalog (by the UC tables endpoints), the same pack plans and applies
+    unity_catalog.register_table(uc_workspace, "main.silver.not_registered")
+    assert reconcile(loaded.pack, backend, links, apply=True, locate=loaded.locate).ok
+    # and the fake answers an unknown table as Databricks does
+    plan = compute_plan(loaded.pack, backend.read_state(loaded.pack))
+    del uc_workspace.uc_tables["main.gold.claims_by_state_month"]
+    uc_workspace.client().shares.update("claims_gold", updates=[_table("main.gold.claims_by_state_month", "REMOVE")])
+    redo = apply_plan(compute_plan(loaded.pack, backend.read_state(loaded.pack)), backend, links)
+    (failed,) = redo.failed
+    assert plan.is_empty and failed.message.startswith("TABLE_DOES_NOT_EXIST (404)")
+
+
+def test_rotation_renews_the_activation_link_of_a_token_recipient(uc_workspace, backend, links, sample_pack):
+    reconcile(sample_pack, backend, links, apply=True)
+    first = links.directory.joinpath("partner-acme.activation-link").read_text()
+    rotated = reconcile(sample_pack, backend, links, apply=True, rotate=("partner-acme",))
+    assert [(a.kind, a.name) for a in rotated.plan.actions] == [(ActionKind.ROTATE_TOKEN, "partner-acme")]
+    assert rotated.ok and links.directory.joinpath("partner-acme.activation-link").read_text() != first
+    assert uc_workspace.uc.activation_links[-1] not in repr(rotated.results)
+    refused = reconcile(sample_pack, backend, links, apply=True, rotate=("analytics-workspace", "ghost"))
+    assert refused.plan.blocked and {r.name for r in refused.plan.refusals} == {"analytics-workspace", "ghost"}

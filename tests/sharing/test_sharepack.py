@@ -134,3 +134,45 @@ def test_unusable_pack_path_says_what_to_do(tmp_path: Path, name: str, message: 
         (tmp_path / name).write_text("{}")
     with pytest.raises(SharePackInvalid, match=message):
         load_sharepack(tmp_path / name)
+
+
+# -- a pack that cannot be read at all: one error naming the file and GW_SHAREPACK (issue 14) -------
+def _one_unreadable(path: Path, expected: str) -> str:
+    with pytest.raises(SharePackInvalid) as caught:
+        load_sharepack(path)
+    (problem,) = caught.value.problems
+    message = str(caught.value)
+    assert problem.field == "GW_SHAREPACK" and str(path) in message and expected in message, message
+    assert "Traceback" not in message
+    return message
+
+
+def test_binary_yaml_is_one_error_naming_the_file(tmp_path: Path):
+    pack = tmp_path / "partners.yaml"
+    pack.write_bytes(b"\xfe\xff\x00binary\x00\x81junk")
+    _one_unreadable(pack, "not a text file")
+
+
+def test_text_renamed_xlsx_is_one_error_naming_the_file(tmp_path: Path):
+    pack = tmp_path / "partners.xlsx"
+    pack.write_text(DEFAULT_SHAREPACK.read_text())
+    _one_unreadable(pack, "not an Excel workbook")
+
+
+def test_workbook_without_its_recipient_sheet_names_the_sheet(tmp_path: Path):
+    pack = tmp_path / "partners.xlsx"
+    workbook = openpyxl.load_workbook(SAMPLE_XLSX)
+    del workbook["recipient"]
+    workbook.save(pack)
+    message = _one_unreadable(pack, "no sheet 'recipient'")
+    assert "unknown recipient" not in message
+
+
+def test_missing_file_names_gw_sharepack(tmp_path: Path):
+    _one_unreadable(tmp_path / "gone.yaml", "set GW_SHAREPACK")
+
+
+def test_loaded_packs_keep_their_locations():
+    loaded = load_sharepack(DEFAULT_SHAREPACK)
+    assert loaded.locate is not None
+    assert loaded.locate(("share", 1, "data_objects", 0)).endswith("gold_marts.yaml line 27")
