@@ -75,6 +75,10 @@ def main() -> int:
     code = run_job()
     print()
     print(summary(settings))
+    if code == 0:  # the sharing server, the shipped pack and the official client: one mart read back
+        from guidewire_pipeline.sharing.server.demo import share_and_read_back
+
+        print("\n" + share_and_read_back(settings))
     print(f"\nOpen the UI on this instance with `make ui`. Job exit code: {code}")
     return code
 
