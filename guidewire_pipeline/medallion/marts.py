@@ -5,7 +5,7 @@ Each file names the silver tables it reads in a comment line near the top::
     -- inputs: cc_claim, cc_exposure, cc_transaction
 
 Those tables become the mart's upstream silver partitions in Dagster and are registered under their own
-names in DataFusion (the SQL dialect) by the gold notebook.
+names (views of silver's current state, tombstones hidden) by the engine; the dialect is Spark SQL.
 """
 
 from __future__ import annotations

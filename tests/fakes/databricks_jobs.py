@@ -11,9 +11,12 @@ What the Databricks notebook runner and dagster-databricks' Pipes pieces call, a
 - DBFS 2.0: ``mkdirs``, ``put``, ``read``, ``get-status``, ``list``, ``delete``, ``create``/``add-block``/``close``.
 - Files 2.0 (``/Volumes/...``): upload, download, delete, create/list/delete directory.
 
-A ``notebook_task`` really runs: the imported notebook is executed by ``notebook_host.py`` in a
-subprocess (its own session, so cancel kills the whole group), with ``base_parameters`` behind a
-fake ``dbutils.widgets``. The notebook process gets these environment variables:
+Tasks run in ``depends_on`` order; a task whose upstream task did not succeed is SKIPPED with
+result_state UPSTREAM_FAILED and never runs. A ``notebook_task`` really runs: the imported notebook is
+executed by ``notebook_host.py`` in a subprocess (its own session, so cancel kills the whole group),
+with ``base_parameters`` behind ``dbutils.widgets``, ``dbutils.jobs.taskValues`` shared by the run's
+tasks, and ``spark`` a local Spark engine (Sail, started when the notebook first uses it). Tables that
+Spark created in the task are registered in ``ws.uc_tables``, as Unity Catalog would. The notebook process gets these environment variables:
 
 - ``GW_DBFS_MOUNT=<root>/dbfs``: where ``/dbfs`` (the DBFS FUSE mount) lives on this machine.
 - ``GW_VOLUMES_MOUNT=<root>/Volumes``: where ``/Volumes`` lives on this machine.
@@ -256,15 +259,19 @@ class FakeJobsService:
             run.history.append(life_cycle_state)
 
     def _execute(self, run: FakeRun) -> None:
-        """Run the tasks in order; a failed or cancelled task skips the rest (no depends_on graph)."""
+        """Run the tasks in ``depends_on`` order (one at a time). A task whose upstream task did not succeed
+        is SKIPPED with UPSTREAM_FAILED and never runs, as on Databricks; independent tasks still run."""
         try:
-            for task in run.tasks:
+            by_key = {t.task_key: t for t in run.tasks}
+            for task in self._in_dependency_order(run.tasks):
+                upstream = [by_key[d["task_key"]] for d in task.spec.get("depends_on") or [] if d.get("task_key") in by_key]
                 with self.ws.lock:
                     if run.cancel_requested:
                         task.life_cycle_state, task.result_state = "TERMINATED", "CANCELED"
                         continue
-                    if run.result_state is not None:
+                    if any(u.result_state != "SUCCESS" for u in upstream):
                         task.life_cycle_state, task.result_state = "SKIPPED", "UPSTREAM_FAILED"
+                        task.state_message = "Upstream task failed."
                         continue
                     self._set_run_state(run, "RUNNING")
                 self._execute_task(run, task)
@@ -289,6 +296,19 @@ class FakeJobsService:
                     self._set_run_state(run, "TERMINATED")
                 run.end_time = _now_ms()
             run.done.set()
+
+    @staticmethod
+    def _in_dependency_order(tasks: list[FakeTaskRun]) -> list[FakeTaskRun]:
+        """Tasks sorted so that each comes after the tasks it depends on (submit already refused cycles)."""
+        ordered: list[FakeTaskRun] = []
+        remaining = list(tasks)
+        while remaining:
+            done = {t.task_key for t in ordered}
+            ready = [t for t in remaining
+                     if all(d.get("task_key") in done for d in t.spec.get("depends_on") or [])]
+            ordered += ready
+            remaining = [t for t in remaining if t not in ready]
+        return ordered
 
     def _execute_task(self, run: FakeRun, task: FakeTaskRun) -> None:
         task.start_time = _now_ms()
@@ -328,7 +348,9 @@ class FakeJobsService:
             with open(run_dir / "stdout.txt", "wb") as stdout, open(run_dir / "stderr.txt", "wb") as stderr:
                 task.process = subprocess.Popen(
                     [sys.executable, str(NOTEBOOK_HOST), str(source), notebook_path]
-                    + [str(run_dir / "parameters.json"), str(run_dir / "result.json")],
+                    + [str(run_dir / "parameters.json"), str(run_dir / "result.json")]
+                    + [str(self.runs_root / str(run.run_id) / "task_values"), task.task_key]
+                    + [str(run_dir / "created_tables.json")],
                     cwd=run_dir,
                     env=env,
                     stdout=stdout,
@@ -338,6 +360,7 @@ class FakeJobsService:
             task.life_cycle_state = "RUNNING"
             self.task_state_changed.notify_all()
         returncode = task.process.wait()
+        self._register_created_tables(run_dir / "created_tables.json")
         result_file = run_dir / "result.json"
         result = json.loads(result_file.read_text(encoding="utf-8")) if result_file.is_file() else {}
         with self.ws.lock:
@@ -355,6 +378,15 @@ class FakeJobsService:
                     "error": f"Notebook process exited with code {returncode}",
                     "error_trace": stderr_tail,
                 }
+
+    def _register_created_tables(self, listing: Path) -> None:
+        """Tables the notebook's Spark created become Unity Catalog tables, as on a UC cluster."""
+        if not listing.is_file():
+            return
+        registry = self.ws.__dict__.setdefault("uc_tables", {})
+        with self.ws.lock:
+            for table in json.loads(listing.read_text(encoding="utf-8")):
+                registry.setdefault(table["full_name"], {**table, "created_by": "spark (notebook task)"})
 
     def _cancel(self, run: FakeRun) -> None:
         with self.ws.lock:
@@ -488,6 +520,13 @@ def _install_jobs(ws: FakeDatabricksWorkspace, service: FakeJobsService) -> None
             raise FakeApiError(400, "INVALID_PARAMETER_VALUE", "At least one task is required.")
         for spec in tasks:
             validate_task(spec)
+        keys = [spec["task_key"] for spec in tasks]
+        for spec in tasks:
+            for dependency in spec.get("depends_on") or []:
+                if dependency.get("task_key") not in keys or dependency.get("task_key") == spec["task_key"]:
+                    raise FakeApiError(400, "INVALID_PARAMETER_VALUE",
+                                       f"Task {spec['task_key']} depends on {dependency.get('task_key')!r}, "
+                                       "which is not another task of this run.")
         token = body.get("idempotency_token")
         with ws.lock:
             if token in service.idempotency_tokens:  # a retried submit returns the run it already started

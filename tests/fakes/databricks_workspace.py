@@ -19,10 +19,17 @@ Routes are matched newest first, so a plug-in may override an earlier one. Handl
 server's request threads; plug-ins guard their state with ``ws.lock`` (an ``RLock``).
 An exception other than FakeApiError answers 500 INTERNAL_ERROR and is kept in ``ws.errors``
 so that a test can show the fake's own bug instead of a confusing client-side symptom.
+
+Authentication: the PAT ``ws.token``, or OAuth M2M for the service principals in
+``ws.service_principals`` (client id -> secret; ``ws.add_service_principal()`` makes one). With one
+registered, ``/oidc/.well-known/oauth-authorization-server`` answers the endpoints the SDK discovers
+and ``POST /oidc/v1/token`` (client credentials, HTTP Basic) issues a bearer token; a wrong id or
+secret is ``401 invalid_client``, as Databricks answers.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import pathlib
 import re
@@ -32,7 +39,7 @@ import traceback
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.config import Config
@@ -75,6 +82,8 @@ class FakeDatabricksWorkspace:
         self.host: str = ""
         self.requests: list[tuple[str, str]] = []
         self.errors: list[str] = []
+        self.service_principals: dict[str, str] = {}
+        self.oauth_tokens: dict[str, str] = {}  # issued access token -> client id
         # Cleanups plug-ins register (e.g. kill notebook processes); stop() runs them newest first.
         self.on_stop: list[Callable[[], None]] = []
         self.lock = threading.RLock()
@@ -93,6 +102,13 @@ class FakeDatabricksWorkspace:
             return handler
 
         return register
+
+    def add_service_principal(self) -> tuple[str, str]:
+        """A new OAuth M2M service principal: ``(client_id, client_secret)``."""
+        client_id, secret = f"fake-sp-{secrets.token_hex(4)}", f"fake-secret-{secrets.token_hex(12)}"
+        with self.lock:
+            self.service_principals[client_id] = secret
+        return client_id, secret
 
     def writes(self, prefix: str = "") -> list[tuple[str, str]]:
         """The non-GET requests received so far, in order, optionally only those under ``prefix``."""
@@ -152,6 +168,11 @@ class FakeDatabricksWorkspace:
         with self.lock:
             self.requests.append((method, path))
             routes = list(reversed(self._routes))
+        if path == "/oidc/.well-known/oauth-authorization-server" and self.service_principals:
+            return 200, {"authorization_endpoint": f"{self.host}/oidc/v1/authorize",
+                         "token_endpoint": f"{self.host}/oidc/v1/token"}
+        if path == "/oidc/v1/token" and method == "POST":
+            return self._issue_token(headers, raw_body)
         if any(re.fullmatch(p, path) for p in _UNAUTHENTICATED_404):
             return 404, {"error_code": "NOT_FOUND", "message": f"No such endpoint: {path}"}
         auth = headers.get("Authorization")
@@ -160,7 +181,10 @@ class FakeDatabricksWorkspace:
                 "error_code": "UNAUTHENTICATED",
                 "message": "Credential was not sent or was of an unsupported type for this API.",
             }
-        if not secrets.compare_digest(auth[len("Bearer ") :], self.token):
+        bearer = auth[len("Bearer ") :]
+        with self.lock:
+            known = bearer in self.oauth_tokens
+        if not known and not secrets.compare_digest(bearer, self.token):
             return 401, {"error_code": "UNAUTHENTICATED", "message": "Invalid access token."}
         query = parse_qs(split.query, keep_blank_values=True)
         body = _parse_body(raw_body)
@@ -186,6 +210,26 @@ class FakeDatabricksWorkspace:
                 return result
             return 200, result
         return 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API found for '{method} {path}'"}
+
+
+    def _issue_token(self, headers: Any, raw_body: bytes) -> tuple[int, Any]:
+        """OAuth client credentials: HTTP Basic client id/secret (or form fields), grant client_credentials."""
+        form = {k: v[0] for k, v in parse_qs(raw_body.decode("utf-8", errors="replace")).items()}
+        client_id, secret = form.get("client_id"), form.get("client_secret")
+        auth = headers.get("Authorization") or ""
+        if auth.startswith("Basic "):
+            client_id, _, secret = base64.b64decode(auth[len("Basic ") :]).decode().partition(":")
+            client_id, secret = unquote(client_id), unquote(secret)
+        if form.get("grant_type") != "client_credentials":
+            return 400, {"error": "unsupported_grant_type", "error_description": "grant_type must be client_credentials"}
+        with self.lock:
+            expected = self.service_principals.get(client_id or "")
+        if expected is None or not secrets.compare_digest(secret or "", expected):
+            return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
+        token = f"fake-oauth-{secrets.token_hex(12)}"
+        with self.lock:
+            self.oauth_tokens[token] = client_id or ""
+        return 200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600, "scope": "all-apis"}
 
 
 def _parse_body(raw_body: bytes) -> dict[str, Any]:

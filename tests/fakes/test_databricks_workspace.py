@@ -72,3 +72,26 @@ def test_handler_bug_is_kept_in_errors(databricks_workspace):
     with pytest.raises(Exception, match="fake workspace bug"):
         ws.client().current_user.me()
     assert "KeyError" in ws.errors[0]
+
+
+def test_service_principal_oauth_m2m_through_databricks_auth(databricks_workspace, monkeypatch):
+    """The SDK discovers the token endpoint, gets a token with the client credentials, and calls the API."""
+    from guidewire_pipeline.databricks_auth import auth_from_env
+
+    ws = databricks_workspace
+
+    @ws.route("GET", r"/api/2.0/preview/scim/v2/Me")
+    def me(ws, match, query, body):
+        return {"id": "1", "userName": "sp@example.com"}
+
+    client_id, secret = ws.add_service_principal()
+    monkeypatch.delenv("DATABRICKS_TOKEN")
+    monkeypatch.setenv("DATABRICKS_CLIENT_ID", client_id)
+    monkeypatch.setenv("DATABRICKS_CLIENT_SECRET", secret)
+    auth = auth_from_env()
+    assert auth.auth_type == "oauth-m2m" and secret not in repr(auth)
+    assert auth.workspace_client().current_user.me().user_name == "sp@example.com"
+    assert ws.oauth_tokens  # a token was issued and used
+    monkeypatch.setenv("DATABRICKS_CLIENT_SECRET", "wrong-secret")
+    with pytest.raises(Exception, match="invalid_client|Client authentication failed|401"):
+        auth_from_env().workspace_client().current_user.me()

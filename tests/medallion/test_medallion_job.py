@@ -167,16 +167,18 @@ def assert_bronze_lineage_and_silver_audit_columns(delta_root: Path) -> None:
     bronze = DeltaTable(str(delta_root / "bronze" / "cc_claim")).to_pyarrow_table()
     assert bronze.schema.field("gwcbi___payload_ts").type == pa.timestamp("us", tz="UTC")
     assert "gwcbi___payload_ts_ms" not in bronze.column_names
+    # Each row names its own CDA folder: batch 1 rows folder ...001, batch 2 rows folder ...002.
     lineage = {
-        (r["gw_raw_version"], r["gw_fingerprint"], r["gw_batch_ts"])
-        for r in bronze.select(["gw_raw_version", "gw_fingerprint", "gw_batch_ts"]).to_pylist()
+        (r["id"], r["gwcbi___seqval_hex"], r["gw_fingerprint"], r["gw_batch_ts"])
+        for r in bronze.select(["id", "gwcbi___seqval_hex", "gw_fingerprint", "gw_batch_ts"]).to_pylist()
     }
-    assert lineage == {
-        (0, "100", datetime.fromtimestamp(1_700_000_001, UTC)),
-        (1, "200", datetime.fromtimestamp(1_700_000_002, UTC)),
-    }
+    first, second = datetime.fromtimestamp(1_700_000_001, UTC), datetime.fromtimestamp(1_700_000_002, UTC)
+    assert lineage == {(1, "01", "100", first), (2, "02", "100", first), (3, "03", "100", first),
+                       (4, "04", "100", first), (3, "0a", "200", second), (4, "0b", "200", second)}
     assert {len(k) for k in bronze["gw_seq_key"].to_pylist()} == {32}
     silver = DeltaTable(str(delta_root / "silver" / "cc_claim")).to_pyarrow_table()
+    assert {r["id"]: r["gw_deleted"] for r in silver.to_pylist() if r["id"] > 0} == {
+        1: False, 2: False, 3: False, 4: True}  # claim 4 stays as a tombstone
     closed = next(r for r in silver.to_pylist() if r["id"] == 3)
     assert (closed["gwcbi___seqval_hex"], closed["gwcbi___operation"]) == ("0a", UPDATE)
     assert closed["gwcbi___payload_ts"] == datetime.fromtimestamp(1_700_000_000.010, UTC)
@@ -228,7 +230,8 @@ def test_medallion_job_bronze_silver_gold(
     assert skipped["status"] == "skipped"
     assert "pc_policyperiod" in skipped["reason"]
     assert not (delta_root / "gold" / "policies_in_force_by_month").exists()
-    assert latest_gold(instance, "claims_by_state_month")["status"] == "ok"
+    assert latest_gold(instance, "claims_by_state_month")["status"] == "changed"
+    assert latest_gold(instance, "claims_by_state_month")["dagster/table_name"] == "main.gold.claims_by_state_month"
 
     # Batch 2: claim 3 closes, claim 4 is deleted (a later fingerprint adds a column); policies arrive.
     later_claims = cdc_table(

@@ -8,10 +8,10 @@ WITH period_months AS (
         productcode,
         id,
         totalpremium,
-        unnest(generate_series(
-            date_trunc('month', periodstart),
-            date_trunc('month', periodend - INTERVAL '1 millisecond'),
-            INTERVAL '1 month'
+        explode(sequence(
+            CAST(date_trunc('month', periodstart) AS DATE),
+            CAST(date_trunc('month', periodend - INTERVAL 1 MILLISECOND) AS DATE),
+            INTERVAL 1 MONTH
         )) AS month_start
     FROM pc_policyperiod
     WHERE status <> 'cancelled' AND periodend > periodstart

@@ -180,6 +180,7 @@ class Engine:
 
     @classmethod
     def for_session(cls, spark: SparkSession, catalog: str, delta_root: str, **kwargs: Any) -> Engine:
+        spark.conf.set("spark.sql.session.timeZone", "UTC")  # marts truncate instants to UTC months
         return cls(spark=spark, catalog=catalog, delta_root=delta_root, sail=is_sail(spark), **kwargs)
 
     def ref(self, layer: str, name: str) -> TableRef:
@@ -198,7 +199,10 @@ class Engine:
             return
         self.ensure_schemas()
         wanted = [(layer, t) for t in tables for layer in (RAW, BRONZE, SILVER)]
-        wanted += [(GOLD, m) for m in marts]
+        for mart in marts:
+            path = GOLD_SQL_DIR / f"{mart}.sql"
+            inputs = mart_inputs(path.read_text(encoding="utf-8")) if path.is_file() else ()
+            wanted += [(SILVER, t) for t in inputs] + [(GOLD, mart)]
         for layer, name in wanted:
             ref = self.ref(layer, name)
             if not self.spark.catalog.tableExists(ref.full_name) and _is_delta_table(ref.location):
