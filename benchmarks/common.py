@@ -209,9 +209,14 @@ def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 18
 
 def engine_run(manifest: str, delta_root: str, clone_mode: str, num_cpus: int | None = 2,
                profile: str | None = None, driver_max_bytes: int | None = None,
-               ray_address: str | None = None, pid_callback: Any = None) -> dict[str, Any]:
+               ray_address: str | None = None, pid_callback: Any = None, commit_max_bytes: int | None = None,
+               commit_max_batches: int | None = None) -> dict[str, Any]:
     """One engine run in a fresh process (``benchmarks.engine_run``); returns its JSON figures."""
     command = [PYTHON, "-m", "benchmarks.engine_run", manifest, delta_root, "--clone-mode", clone_mode]
+    if commit_max_bytes:
+        command += ["--commit-max-bytes", str(commit_max_bytes)]
+    if commit_max_batches:
+        command += ["--commit-max-batches", str(commit_max_batches)]
     if driver_max_bytes is not None:
         command += ["--driver-max-bytes", str(driver_max_bytes)]
     if ray_address:

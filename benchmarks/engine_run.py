@@ -1,7 +1,8 @@
 """One engine run in a fresh process, as a scheduled run would be: read the manifest, sync every table.
 
 ``python -m benchmarks.engine_run MANIFEST DELTA_ROOT [--clone-mode deep|shallow] [--num-cpus N]
-[--ray-address ADDR] [--driver-max-bytes N] [--profile FILE]`` prints one JSON line: wall time from process start, time of
+[--ray-address ADDR] [--driver-max-bytes N] [--commit-max-bytes N] [--commit-max-batches N]
+[--profile FILE]`` prints one JSON line: wall time from process start, time of
 the manifest read, of the sync, of Ray's start-up (0 when Ray was not needed), result counts.
 """
 
@@ -23,10 +24,13 @@ def main() -> None:
     parser.add_argument("--ray-address", default=None)
     parser.add_argument("--driver-max-bytes", type=int, default=None,
                         help="below this much pending parquet, load in the driver (0: always Ray)")
+    parser.add_argument("--commit-max-bytes", type=int, default=None, help="commit budget in parquet bytes (deep)")
+    parser.add_argument("--commit-max-batches", type=int, default=None, help="commit budget in CDA batches")
     parser.add_argument("--profile", default=None, help="write a pyinstrument HTML profile here")
     args = parser.parse_args()
 
     from guidewire_pipeline.cda import sync
+    from guidewire_pipeline.cda.load_plan import CommitBudget
     from guidewire_pipeline.cda.manifest import read_manifest
 
     imported = time.perf_counter()
@@ -59,6 +63,8 @@ def main() -> None:
                              driver_max_bytes=sync.DRIVER_MAX_BYTES if args.driver_max_bytes is None
                              else args.driver_max_bytes),
         clone_mode=args.clone_mode,
+        budget=CommitBudget(**{k: v for k, v in {"max_bytes": args.commit_max_bytes,
+                                                  "max_batches": args.commit_max_batches}.items() if v}),
     )
     finished = time.perf_counter()
     if profiler:
@@ -73,6 +79,7 @@ def main() -> None:
         "wall_s": finished - STARTED, "import_s": imported - STARTED, "manifest_s": manifest_s,
         "run_s": finished - began, "ray_start_s": ray_time["s"], "statuses": statuses, "errors": errors,
         "rows_added": sum(r.rows_added for r in results), "batches": sum(r.batches_applied for r in results),
+        "commits": sum(r.commits for r in results),
     }))
 
 
