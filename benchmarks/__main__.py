@@ -25,6 +25,7 @@ BENCHMARKS = {
     "e2e": "6. End to end: guidewire_e2e_job per layer",
     "steady_state": "7. Steady state: 2,500 tables, 300 advanced",
     "shallow": "Shallow vs deep on S3, against the list-and-footer floor",
+    "sharing_load": "Delta Sharing server: 50 readers for 60 s against one share",
 }
 
 
