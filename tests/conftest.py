@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -41,6 +42,8 @@ def pytest_configure(config: pytest.Config) -> None:
         AWS_ACCESS_KEY_ID="test-access-key",
         AWS_SECRET_ACCESS_KEY="test-secret-key",
         RAY_DEDUP_LOGS="0",
+        # The local sharing server's state of this test session, never ~/.guidewire_pipeline's.
+        GW_SHARING_STATE_URL=f"sqlite:///{Path(tempfile.mkdtemp(prefix='gw-tests-sharing-')) / 'state.db'}",
     )
     for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "RAY_ADDRESS", "DATABRICKS_HOST", "DATABRICKS_TOKEN",
                  "GW_MANIFEST_URI", "GW_DELTA_ROOT", "GW_SHAREPACK", "DAGSTER_HOME"):
