@@ -19,6 +19,7 @@ request) raises ``UnityCatalogError`` naming the table and what to do; earlier t
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -170,8 +171,8 @@ def _column(name: str, type_text: str, position: int) -> dict[str, Any]:
     column: dict[str, Any] = {
         "name": name, "type_text": type_text, "position": position, "nullable": True,
         "type_name": "DECIMAL" if base == "decimal" else _TYPE_NAMES.get(base, base.upper()),
-        "type_json": '{"name": "%s", "type": "%s", "nullable": true, "metadata": {}}'
-                     % (name, _JSON_TYPES.get(base, type_text)),
+        "type_json": json.dumps({"name": name, "type": _JSON_TYPES.get(base, type_text), "nullable": True,
+                                 "metadata": {}}),
     }
     if base == "decimal":
         precision, scale = (int(x) for x in type_text[type_text.index("(") + 1 : -1].split(","))

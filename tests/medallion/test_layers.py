@@ -53,9 +53,9 @@ def test_op_records_each_table_then_fails_naming_the_failed_one(
     calls: list[str] = []
 
     class CountingRunner(LocalNotebookRunner):
-        def run_notebook(self, context, notebook, parameters):  # counts notebook runs, runs them for real
-            calls.append(notebook)
-            return super().run_notebook(context, notebook, parameters)
+        def run_medallion(self, context, request):  # counts runs, runs them for real
+            calls.append("/".join(request.layers))
+            return super().run_medallion(context, request)
 
     @dg.op
     def medallion_op(context: dg.OpExecutionContext, notebook_runner: NotebookRunner) -> None:
@@ -77,17 +77,16 @@ def test_op_records_each_table_then_fails_naming_the_failed_one(
         and "gwcbi___seqval_hex" in failure.message
         and "t_good" not in failure.message
     )
-    assert calls == [
-        "01_bronze.py",
-        "02_silver.py",
-        "03_gold.py",
-    ]  # one run per layer, whatever the table count
+    assert calls == ["bronze/silver", "gold"]  # one run per call, whatever the table count
     bronze = materialized(instance, BRONZE_ASSET_KEY)
     assert set(bronze) == {"t_good", "t_missing"}
     assert bronze["t_good"]["rows_out"] == 1 and bronze["t_missing"]["status"] == "skipped"
+    assert bronze["t_good"]["dagster/row_count"] == 1 and bronze["t_good"]["dagster/table_name"] == "main.bronze.t_good"
     silver = materialized(instance, SILVER_ASSET_KEY)
-    assert set(silver) == {"t_good", "t_missing"}
-    assert silver["t_good"]["silver_rows"] == 1
+    # t_bad failed in bronze: silver skipped it and says why.
+    assert set(silver) == {"t_good", "t_missing", "t_bad"}
+    assert silver["t_bad"]["status"] == "skipped" and "failed in bronze" in silver["t_bad"]["reason"]
+    assert silver["t_good"]["status"] == "changed"
     gold = materialized(instance, gold_asset_key("claims_by_state_month"))
     assert gold[None]["status"] == "skipped" and "cc_claim" in gold[None]["reason"]
 

@@ -47,7 +47,8 @@ def test_bronze_and_silver_on_s3(s3_bucket: str):
         events = [str(e) for e in instance.all_logs(result.run_id)]
     silver_uri = f"{root}/silver/s3_table"
     silver = DeltaTable(silver_uri, storage_options=Location.parse(silver_uri).delta_storage_options())
-    assert sorted((r["id"], r["name"]) for r in silver.to_pyarrow_table().to_pylist()) == [
+    current = [r for r in silver.to_pyarrow_table().to_pylist() if not r["gw_deleted"]]  # tombstones hidden
+    assert sorted((r["id"], r["name"]) for r in current) == [
         (1, "a2"),
         (3, "c"),
     ]

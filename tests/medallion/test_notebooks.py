@@ -1,5 +1,5 @@
-"""The notebooks are Databricks source files that stand alone: format, one identical Pipes shim,
-and imports limited to what a cluster has (stdlib, pyarrow, deltalake, dagster_pipes)."""
+"""The notebooks are thin Databricks source files over ONE engine module; the engine's naming is the
+lakehouse's, and its helpers behave as documented."""
 
 from __future__ import annotations
 
@@ -9,73 +9,57 @@ import sys
 
 import pytest
 
+from guidewire_pipeline.lakehouse import Lakehouse
 from guidewire_pipeline.medallion.marts import MartDefinitionError, load_mart, load_marts
-from guidewire_pipeline.medallion.runners.base import NOTEBOOKS_DIR
-
-NOTEBOOKS = ["01_bronze.py", "02_silver.py", "03_gold.py"]
-ALLOWED_IMPORTS = {"pyarrow", "deltalake", "dagster_pipes"}
+from guidewire_pipeline.medallion.notebooks import gw_medallion_engine as engine
+from guidewire_pipeline.medallion.runners.base import ENGINE_FILE, NOTEBOOKS, NOTEBOOKS_DIR
 
 
-def shim(source: str) -> str:
-    start = source.index("# MAGIC ## Parameters and reporting (Pipes shim)")
-    end = source.index("    return options\n", start)
-    return source[start:end]
-
-
-@pytest.mark.parametrize("notebook", NOTEBOOKS)
-def test_databricks_source_format_and_imports(notebook: str):
+@pytest.mark.parametrize("notebook", list(NOTEBOOKS.values()))
+def test_notebooks_are_databricks_source_that_only_call_the_engine(notebook: str):
     source = (NOTEBOOKS_DIR / notebook).read_text(encoding="utf-8")
     assert source.splitlines()[0] == "# Databricks notebook source"
-    assert source.count("\n# COMMAND ----------\n") >= 3
     assert re.search(r"^# MAGIC %md$", source, re.MULTILINE)
+    code = [line for line in source.splitlines() if line.strip() and not line.startswith("#")]
+    layer = next(name for name, file in NOTEBOOKS.items() if file == notebook)
+    assert code == ["import gw_medallion_engine as engine",
+                    f'dbutils.notebook.exit(engine.run_notebook(spark, dbutils, "{layer}"))']
+
+
+def test_the_engine_imports_only_stdlib_and_pyspark_at_module_level():
+    tree = ast.parse((NOTEBOOKS_DIR / ENGINE_FILE).read_text(encoding="utf-8"))
     top_level = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in tree.body:  # module level only: the Sail adapters import deltalake when they run
         if isinstance(node, ast.Import):
             top_level |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             top_level.add((node.module or "").split(".")[0])
-    foreign = {m for m in top_level if m not in sys.stdlib_module_names and m not in ALLOWED_IMPORTS}
-    assert not foreign, (
-        f"{notebook} imports {foreign}: a cluster only has the stdlib, pyarrow, deltalake and dagster_pipes"
-    )
+    assert {m for m in top_level if m not in sys.stdlib_module_names} == {"pyspark"}
 
 
-def test_every_notebook_carries_the_same_shim():
-    shims = {shim((NOTEBOOKS_DIR / n).read_text(encoding="utf-8")) for n in NOTEBOOKS}
-    assert len(shims) == 1, "the Pipes shim cells differ between notebooks: edit them together"
+@pytest.mark.parametrize("root", ["/tmp/x/delta", "/tmp/x/delta/", "file:///tmp/x", "s3://bucket/prefix", "s3://b"])
+def test_engine_names_tables_like_the_lakehouse(root: str):
+    lakehouse = Lakehouse(root, "cat")
+    for layer in ("raw", "bronze", "silver", "gold"):
+        ref = engine.table_ref("cat", root, layer, "cc_claim")
+        assert (ref.full_name, ref.location) == (lakehouse.table_name(layer, "cc_claim"), lakehouse.uri(layer, "cc_claim"))
+    with pytest.raises(ValueError, match="not a valid table"):
+        engine.table_ref("cat", root, "raw", "cc-claim")
+
+
+def test_chunks_are_whole_folders_of_about_chunk_rows():
+    pending = [(10, 4), (20, 4), (30, 9), (40, 1), (50, 1)]
+    assert engine.plan_chunks(pending, 8) == [(9, 20, 8), (20, 30, 9), (30, 50, 2)]
+    assert engine.plan_chunks([], 8) == []
+    assert engine.plan_chunks(pending, 10**9) == [(9, 50, 19)]
 
 
 def test_marts_declare_their_inputs(tmp_path):
     marts = load_marts()
     assert marts["claims_by_state_month"].inputs == ("cc_claim", "cc_exposure", "cc_transaction")
     assert marts["policies_in_force_by_month"].inputs == ("pc_policyperiod",)
+    for mart in marts.values():  # the engine reads the same inputs from the same line
+        assert engine.mart_inputs(mart.sql) == mart.inputs
     (tmp_path / "no_inputs.sql").write_text("SELECT 1")
     with pytest.raises(MartDefinitionError, match="no_inputs.sql.*inputs"):
         load_mart(tmp_path / "no_inputs.sql")
-
-
-def test_a_notebook_runs_by_hand_with_name_value_arguments(delta_root):
-    """Without Dagster or Databricks: parameters as arguments, one JSON line per table on stdout."""
-    import json
-    import subprocess
-
-    import pyarrow as pa
-
-    from tests.medallion.raw_tables import INSERT, append_raw_batch, change_rows
-
-    rows = change_rows([{"id": 1, "seq": "01", "op": INSERT, "name": "a"}], [pa.field("name", pa.string())])
-    append_raw_batch(delta_root, "t_hand", rows, 1_700_000_000_000)
-    notebook = str(NOTEBOOKS_DIR / "01_bronze.py")
-    done = subprocess.run(
-        [sys.executable, notebook, 'tables=["t_hand", "t_absent"]', f"delta_root={delta_root}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    results = {r["table"]: r for r in map(json.loads, done.stdout.strip().splitlines())}
-    assert (results["t_hand"]["status"], results["t_hand"]["rows_out"]) == ("ok", 1)
-    assert results["t_absent"]["status"] == "skipped"
-
-    missing = subprocess.run([sys.executable, notebook], capture_output=True, text=True, timeout=120)
-    assert missing.returncode != 0 and "['tables', 'delta_root'] are missing" in missing.stderr

@@ -125,6 +125,9 @@ def start_local_spark(catalog: str = "main") -> tuple[Any, SparkSession]:
     ``register_local_tables``). Stop with ``server.stop()`` after ``spark.stop()``."""
     os.environ["SAIL_CATALOG__LIST"] = f'[{{name="{catalog}", type="memory", initial_database=["default"]}}]'
     os.environ["SAIL_CATALOG__DEFAULT_CATALOG"] = catalog
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    if endpoint.startswith("http://"):  # Sail's object store refuses plain HTTP unless told (MinIO, moto)
+        os.environ.setdefault("AWS_ALLOW_HTTP", "true")
     from pysail.spark import SparkConnectServer
 
     server = SparkConnectServer("127.0.0.1", 0)
@@ -636,17 +639,25 @@ class ShallowRawSource(RawSource):
                     path = unquote(a["path"])
                     path = path if "://" in path or path.startswith("/") else f"{self.ref.location}/{path}"
                     groups.setdefault((folder, a.get(f"partition.{FINGERPRINT}")), []).append(path)
+        from pyspark.sql.pandas.types import from_arrow_type
+
+        def full_width(frame: DataFrame) -> DataFrame:
+            # Columns a file lacks (a later fingerprint's) as typed nulls: Sail's union would type them Null.
+            present = set(frame.columns)
+            return frame.select(*[F.col(f"`{c}`") if c in present
+                                  else F.lit(None).cast(from_arrow_type(self.types[c])).alias(c)
+                                  for c in self.columns])
+
         frames = [
-            self.spark.read.parquet(*paths)
-            .withColumn(BATCH_MS, F.lit(folder).cast("bigint"))
-            .withColumn(FINGERPRINT, F.lit(fingerprint).cast("string"))
+            full_width(self.spark.read.parquet(*paths)
+                       .withColumn(BATCH_MS, F.lit(folder).cast("bigint"))
+                       .withColumn(FINGERPRINT, F.lit(fingerprint).cast("string")))
             for (folder, fingerprint), paths in sorted(groups.items())
         ]
         frame = frames[0]
         for other in frames[1:]:
-            frame = frame.unionByName(other, allowMissingColumns=True)
-        present = set(frame.columns)
-        return frame.select(*[F.col(f"`{c}`") if c in present else F.lit(None).alias(c) for c in self.columns])
+            frame = frame.unionByName(other)
+        return frame
 
 
 # --------------------------------------------------------------------------------------- notebook tasks
