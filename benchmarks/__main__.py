@@ -26,6 +26,7 @@ BENCHMARKS = {
     "steady_state": "7. Steady state: 2,500 tables, 300 advanced",
     "shallow": "Shallow vs deep on S3, against the list-and-footer floor",
     "sharing_load": "Delta Sharing server: 50 readers for 60 s against one share",
+    "medallion": "Medallion on the local engine: silver vs history, first-load memory, no-op step",
 }
 
 
