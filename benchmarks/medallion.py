@@ -22,7 +22,16 @@ from typing import Any
 import pyarrow as pa
 from deltalake import CommitProperties, write_deltalake
 
-from benchmarks.common import PYTHON, REPO_ROOT, TreeRssSampler, dir_bytes, log, print_table, save_results, temp_dir
+from benchmarks.common import (
+    PYTHON,
+    REPO_ROOT,
+    TreeRssSampler,
+    dir_bytes,
+    log,
+    print_table,
+    save_results,
+    temp_dir,
+)
 
 NOTEBOOKS = REPO_ROOT / "guidewire_pipeline" / "medallion" / "notebooks"
 BASE_MS = 1_700_000_000_000
@@ -144,7 +153,7 @@ def first_load(gb: float) -> dict[str, Any]:
 def noop_step() -> dict[str, Any]:
     code = r"""
 import sys, time, json
-sys.path.insert(0, %r)
+sys.path.insert(0, "REPO_ROOT_PATH")
 import dagster as dg, pyarrow as pa
 from guidewire_pipeline.medallion.layers import run_medallion_layers
 from guidewire_pipeline.medallion.runners.local import LocalNotebookRunner
@@ -173,7 +182,7 @@ def job():
 for _ in range(3):
     job.execute_in_process()
 print("FIGURES " + json.dumps(times))
-""" % str(REPO_ROOT)
+""".replace("REPO_ROOT_PATH", str(REPO_ROOT))
     done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd=str(REPO_ROOT), timeout=600)
     lines = [line for line in done.stdout.splitlines() if line.startswith("FIGURES ")]
     if not lines:
