@@ -23,11 +23,13 @@ Two clone modes, same rules:
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake import Field as DeltaField
 from deltalake import Schema as DeltaSchema
@@ -80,8 +82,33 @@ TABLE_CONFIGURATION = {
 }
 READ_BATCH_ROWS = 64 * 1024
 MAX_COMMIT_ATTEMPTS = 5
+# Every CDA file carries the record key and the change columns silver orders and merges by; a file
+# without them would reach raw with rows nobody downstream can place.
+REQUIRED_COLUMNS = ("id", "gwcbi___seqval_hex", "gwcbi___operation")
+SLICE_ROW_GROUP_BYTES = 64 * 2**20  # a row group larger than this (uncompressed) is read in slices
+SLICE_BUFFER_BYTES = 4 * 2**20
 
 CloneMode = Literal["deep", "shallow"]
+
+
+class MissingChangeColumnsError(ValueError):
+    """A CDA parquet file without the record key or the change columns."""
+
+    def __init__(self, table: str, data_file: DataFile, missing: list[str]) -> None:
+        super().__init__(
+            f"Table {table!r}: CDA file {data_file.location.uri} (folder {data_file.fingerprint}/{data_file.timestamp}) "
+            f"has no column(s) {', '.join(missing)}; every CDA file carries id and the gwcbi___ change columns. "
+            "Nothing of that commit was written. Check that the file is CDA output, or remove it from the folder."
+        )
+
+
+def check_required_columns(table: str, files: tuple[DataFile, ...], schemas: list[pa.Schema]) -> None:
+    """Fail the table, naming the first file without ``REQUIRED_COLUMNS``, before anything is written."""
+    for data_file, schema in zip(files, schemas, strict=True):
+        names = {name.lower() for name in schema.names}
+        missing = [c for c in REQUIRED_COLUMNS if c not in names]
+        if missing:
+            raise MissingChangeColumnsError(table, data_file, missing)
 
 
 class SchemaTypeChangeError(Exception):
@@ -323,18 +350,19 @@ class _DeepWrite:
             rows_by_batch[data_file.timestamp] = rows_by_batch.get(data_file.timestamp, 0) + fragment.metadata.num_rows
         self.rows = sum(rows_by_batch.values())
         self.rows_watermark = max((ts for ts, rows in rows_by_batch.items() if rows), default=None)
+        self.sliced = any(
+            fragment.metadata.row_group(i).total_byte_size > SLICE_ROW_GROUP_BYTES
+            for fragment in self.dataset.get_fragments() for i in range(fragment.metadata.num_row_groups)
+        )
 
     def prepare(self, table: DeltaTable) -> DeltaTable:
         _check_types(self.table_name, arrow_schema(table), self.dataset.schema, self.group)
         return table
 
     def commit(self, table: DeltaTable | None, properties: CommitProperties) -> None:
-        # Scanner to Rust writer through the Arrow C stream: no Python per record batch, and little
-        # read-ahead, so memory stays a few record batches per table.
-        reader = self.dataset.scanner(batch_size=READ_BATCH_ROWS, batch_readahead=2, fragment_readahead=1).to_reader()
         write_deltalake(
             table if table is not None else self.location.delta_uri,
-            reader,
+            self.record_batches(),
             # Creating is exclusive: had another writer created the table since we looked, an
             # append to the URI would land this group on top of theirs without any savepoint check.
             mode="append" if table is not None else "error",
@@ -346,6 +374,44 @@ class _DeepWrite:
         )
 
 
+    def record_batches(self) -> pa.RecordBatchReader:
+        """The group's rows in record batches of at most ``READ_BATCH_ROWS``, memory bounded by rows.
+
+        pyarrow's dataset scanner decodes a whole row group before slicing it, so one file with a
+        huge row group held it all in memory (reading a 3-million-row group: 465 MB against 133 MB
+        in slices; the whole load 603 MB against 450 MB, see benchmarks/memory). Files with a row group over ``SLICE_ROW_GROUP_BYTES`` are read
+        page by page instead; the rest go through the scanner to the Rust writer by the Arrow C
+        stream, with no Python per record batch."""
+        if not self.sliced:
+            return self.dataset.scanner(batch_size=READ_BATCH_ROWS, batch_readahead=2, fragment_readahead=1).to_reader()
+        return pa.RecordBatchReader.from_batches(self.dataset.schema, self._sliced_batches())
+
+    def _sliced_batches(self) -> Iterator[pa.RecordBatch]:
+        schema = self.dataset.schema
+        filesystem = self.group.files[0].location.filesystem()
+        for data_file in self.group.files:
+            with filesystem.open_input_file(data_file.location.fs_path) as handle:
+                parquet = pq.ParquetFile(handle, buffer_size=SLICE_BUFFER_BYTES, pre_buffer=False)
+                for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, use_threads=False):
+                    yield _conform(batch, schema, data_file)
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema, data_file: DataFile) -> pa.RecordBatch:
+    """``batch`` in ``schema``: columns it lacks as nulls, types widened, lineage from its folder."""
+    lineage = {BATCH_TS_COLUMN: pa.scalar(data_file.timestamp, pa.int64()),
+               FINGERPRINT_COLUMN: pa.scalar(data_file.fingerprint, pa.string())}
+    names = {name.lower(): i for i, name in enumerate(batch.schema.names)}
+    columns = []
+    for f in schema:
+        if f.name in lineage:
+            columns.append(pa.repeat(lineage[f.name], batch.num_rows))
+        elif f.name.lower() in names:
+            columns.append(batch.column(names[f.name.lower()]).cast(f.type))
+        else:
+            columns.append(pa.nulls(batch.num_rows, f.type))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
 class _ShallowWrite:
     """Shallow: one commit of add actions pointing at the group's files in place (footers read once
     for every attempt). New columns get an ADD COLUMN commit first, since an add-actions commit
@@ -354,6 +420,7 @@ class _ShallowWrite:
     def __init__(self, table_name: str, location: Location, group: CommitGroup) -> None:
         self.table_name, self.location, self.group = table_name, location, group
         footers = read_footers(table_name, group.files)
+        check_required_columns(table_name, group.files, [schema for schema, _ in footers])
         self.schema = pa.schema([*_unified_schema(table_name, group, [s for s, _ in footers]), *LINEAGE_FIELDS])
         self.actions = add_actions(group, footers, self.schema, STATS_COLUMNS)
         rows_by_batch: dict[int, int] = {}
@@ -406,6 +473,7 @@ def _group_dataset(table_name: str, group: CommitGroup) -> ds.Dataset:
     ]
     for fragment in fragments:
         fragment.ensure_complete_metadata()
+    check_required_columns(table_name, group.files, [fragment.physical_schema for fragment in fragments])
     schema = _unified_schema(table_name, group, [fragment.physical_schema for fragment in fragments])
     return ds.FileSystemDataset(fragments, pa.schema([*schema, *LINEAGE_FIELDS]), parquet, filesystem)
 

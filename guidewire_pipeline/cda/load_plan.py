@@ -32,6 +32,11 @@ from guidewire_pipeline.cda.storage import Location
 _BATCH_FOLDER = re.compile(r"^\d{13}$")
 
 
+class CdaSourceError(Exception):
+    """What CDA's manifest says and what its folders hold disagree, so loading this table would be a
+    guess. The message names the table, the path or field, and what to check."""
+
+
 @dataclass(frozen=True)
 class DataFile:
     """One parquet file of a CDA batch, with the schema folder it sits in."""
@@ -167,8 +172,18 @@ def plan_table(entry: ManifestEntry, loaded_watermark: int | None) -> LoadPlan:
     - A fingerprint folder on storage that ``schemaHistory`` does not name is still read (with a
       warning), since skipping it would silently lose rows.
     - Folders that break the drained-fingerprint rule (module docstring) are loaded, with a warning.
+    - A manifest watermark that moved back behind the loaded one, and a missing folder for a table the
+      manifest counts records of, raise ``CdaSourceError``: the table fails, by name.
+    - A manifest watermark ahead of the loaded one with no folder found in between is a warning.
     """
     plan = LoadPlan(entry.table, loaded_watermark, entry.manifest_watermark, [])
+    if loaded_watermark is not None and loaded_watermark > entry.manifest_watermark:
+        raise CdaSourceError(
+            f"Table {entry.table!r}: the manifest's lastSuccessfulWriteTimestamp {entry.manifest_watermark} is "
+            f"behind the batch already loaded ({loaded_watermark}): CDA's output moved backwards (reset or "
+            f"restored?). Nothing was loaded. If CDA rebuilt the table, reload it: `guidewire-pipeline reset "
+            f"{entry.table}`; otherwise fix the manifest."
+        )
     if loaded_watermark is not None and loaded_watermark >= entry.manifest_watermark:
         return plan  # caught up: nothing to list at all
 
@@ -176,6 +191,12 @@ def plan_table(entry: ManifestEntry, loaded_watermark: int | None) -> LoadPlan:
     plan.listed.append(table_location.uri)
     on_storage = {c.name for c in table_location.list_children() if c.is_dir}
     if not on_storage:
+        if entry.total_processed_records and loaded_watermark is None:
+            raise CdaSourceError(
+                f"Table {entry.table!r}: dataFilesPath {table_location.uri} has no CDA folders, but the manifest "
+                f"counts {entry.total_processed_records} records up to {entry.manifest_watermark}. Check the "
+                "manifest's dataFilesPath and that this machine may list that location."
+            )
         return plan
 
     # fingerprint -> where its interval ends (None: open, the newest schema).
@@ -220,6 +241,12 @@ def plan_table(entry: ManifestEntry, loaded_watermark: int | None) -> LoadPlan:
     for timestamp, files in sorted(files_by_timestamp.items()):
         files.sort(key=lambda f: (f.fingerprint, f.location.path))
         plan.batches.append(PendingBatch(timestamp, tuple(files)))
+    if not plan.batches and entry.total_processed_records:
+        plan.warnings.append(
+            f"{entry.table}: the manifest's watermark {entry.manifest_watermark} is after the loaded batch "
+            f"({loaded_watermark or 'none'}), but no CDA folder was found in between under {table_location.uri}: "
+            "CDA may still be copying them, or dataFilesPath points at the wrong place."
+        )
     _dedupe_warnings(plan)
     return plan
 

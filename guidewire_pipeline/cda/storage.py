@@ -274,15 +274,22 @@ class Location:
         """Files one level down in sub-folders named ``start_after < name <= stop_after``:
         yields ``(folder, file_name, size)`` sorted by folder then file. Deeper entries (``.cda/``,
         ``cda/``) are not yielded. On S3 this is ONE paginated listing with ``StartAfter`` that stops
-        at the first key past ``stop_after``, so its cost follows the new folders, not the history."""
+        at the first key past ``stop_after``, so its cost follows the new folders, not the history.
+
+        Sub-folders whose names are not digits are yielded once as ``(folder, "", 0)`` so the caller can
+        report them: locally all of them (the folder is read whole anyway), on S3 those that sort
+        inside the range (the listing never reads past it)."""
         if self.is_s3:
             yield from self._walk_s3(start_after, stop_after)
             return
         for folder in self.list_children(start_after=start_after):
             if not folder.is_dir:
                 continue
+            if not folder.name.isdigit():
+                yield folder.name, "", 0
+                continue
             if folder.name > stop_after:
-                break
+                continue  # not break: non-digit names sort after the digits
             for child in self.join(folder.name).list_children():
                 if not child.is_dir:
                     yield folder.name, child.name, child.size

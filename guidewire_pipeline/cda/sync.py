@@ -144,7 +144,7 @@ def _settle(entries: list[ManifestEntry], delta_root: str) -> list[TableSyncResu
                 table = open_table(location, without_files=False)
                 watermark = read_savepoint(entry.table, location, table).watermark
                 version = table.version() if table is not None else None
-            if watermark is None or watermark < entry.manifest_watermark:
+            if watermark != entry.manifest_watermark:  # behind, or ahead: plan_table refuses a backward watermark
                 plan = plan_table(entry, watermark)
                 if not plan.is_empty:
                     return plan

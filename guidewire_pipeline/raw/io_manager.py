@@ -62,14 +62,19 @@ class RayDeltaIOManager(dg.ConfigurableIOManager):
 
     # -- the engine, shared with cda_sync_job ----------------------------------------------------
     def sync(self, entries: list[ManifestEntry], log: Any = None) -> list[TableSyncResult]:
-        """Sync the tables on Ray; one result per entry, failures included (never raises per table)."""
-        return sync_tables(
+        """Sync the tables on Ray; one result per entry, failures included (never raises per table).
+        Every table's warnings (skipped files and folders, with their paths) go to ``log`` as warnings."""
+        results = sync_tables(
             entries, self.delta_root,
             ray=RaySettings(address=self.ray_address, num_cpus=self.num_cpus, driver_max_bytes=self.driver_max_bytes),
             clone_mode=self.clone_mode,
             budget=self.commit_budget,
             progress=log.info if log is not None else None,
         )
+        for result in results if log is not None else []:
+            for warning in result.warnings:
+                log.warning(warning)
+        return results
 
     @property
     def commit_budget(self) -> CommitBudget:

@@ -53,9 +53,13 @@ def sync_raw(
     """Sync ``tables`` (empty: every selected table) and record each loaded table's materialization and
     checks on its partition. Never raises for a table; failures are in the outcome."""
     manifest = cda_source.read_manifest()
+    for warning in manifest.warnings:
+        context.log.warning(f"Manifest {manifest.uri}: {warning}")
+    # A broken entry fails its table (the run then fails, naming it), unless the exclude list drops it.
+    tables = tables or cda_source.select(manifest, include_broken=True)
     for problem in manifest.problems:
-        context.log.warning(f"Manifest problem, table skipped: {problem}")
-    tables = tables or cda_source.select(manifest)
+        if problem.table in tables:
+            context.log.error(f"Manifest problem, table not loaded: {problem}")
     entries = [manifest.entries[t] for t in tables if t in manifest.entries]
 
     known = set(context.instance.get_dynamic_partitions(GUIDEWIRE_TABLES))

@@ -31,6 +31,7 @@ class CdaSource(dg.ConfigurableResource):
     def read_manifest(self) -> Manifest:
         return read_manifest(self.manifest_uri)
 
-    def select(self, manifest: Manifest) -> list[str]:
-        """Valid tables after the include and exclude lists, sorted."""
-        return manifest.select(include=self.table_names or None, exclude=self.exceptions)
+    def select(self, manifest: Manifest, include_broken: bool = False) -> list[str]:
+        """Valid tables (and with ``include_broken``, those with a bad entry) after the include and
+        exclude lists, sorted."""
+        return manifest.select(include=self.table_names or None, exclude=self.exceptions, include_broken=include_broken)

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from guidewire_pipeline.cda.load_plan import CommitBudget, count_rows, plan_table
+from guidewire_pipeline.cda.load_plan import CdaSourceError, CommitBudget, count_rows, plan_table
 from guidewire_pipeline.cda.manifest import Fingerprint, ManifestEntry
 
 FP_OLD, FP_NEW = "aaaa", "bbbb"
@@ -114,9 +116,26 @@ def test_junk_and_empty_files_are_ignored(tmp_path):
     assert count_rows(plan.batches) == 3
 
 
-def test_missing_table_folder_has_nothing_pending(tmp_path):
-    plan = plan_table(entry(tmp_path / "not_there_yet"), loaded_watermark=None)
+def test_a_table_without_folder_and_without_records_has_nothing_pending(tmp_path):
+    empty = dataclasses.replace(entry(tmp_path / "not_there_yet"), total_processed_records=0)
+    plan = plan_table(empty, loaded_watermark=None)
     assert plan.batches == [] and plan.warnings == []
+
+
+def test_a_data_files_path_that_points_nowhere_fails_the_table(tmp_path):
+    with pytest.raises(CdaSourceError, match=r"cc_claim.*has no CDA folders.*12 records.*dataFilesPath"):
+        plan_table(entry(tmp_path / "typo_in_path"), loaded_watermark=None)
+
+
+def test_a_watermark_that_moves_backwards_fails_the_table(tmp_path):
+    with pytest.raises(CdaSourceError, match=r"cc_claim.*400 is behind the batch already loaded \(500\).*reset"):
+        plan_table(entry(tree(tmp_path)), loaded_watermark=500)
+
+
+def test_a_watermark_ahead_with_no_folder_found_is_a_warning(tmp_path):
+    plan = plan_table(entry(tree(tmp_path), watermark=450), loaded_watermark=400)
+    assert plan.batches == []
+    assert any("450" in w and "no CDA folder was found" in w for w in plan.warnings), plan.warnings
 
 
 def test_unknown_fingerprint_folder_is_read_with_a_warning(tmp_path):

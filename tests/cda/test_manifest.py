@@ -99,3 +99,48 @@ def test_select_include_exclude(tmp_path):
     manifest = read_manifest(write(tmp_path, {t: GOOD_ENTRY for t in ("a", "b", "c")}))
     assert manifest.select() == ["a", "b", "c"]
     assert manifest.select(include=["a", "b"], exclude=["b"]) == ["a"]
+
+
+def test_a_duplicate_table_key_with_different_entries_fails_that_table_only(tmp_path):
+    stale = json.dumps({**GOOD_ENTRY, "lastSuccessfulWriteTimestamp": "1562112543000"})
+    text = f'{{"cc_claim": {json.dumps(GOOD_ENTRY)}, "cc_contact": {json.dumps(GOOD_ENTRY)}, "cc_claim": {stale}}}'
+    path = tmp_path / "manifest.json"
+    path.write_text(text)
+    manifest = read_manifest(str(path))
+    assert "cc_claim" not in manifest.entries and "cc_contact" in manifest.entries
+    [problem] = manifest.problems_for("cc_claim")
+    assert "appears 2 times" in str(problem) and "different entries" in str(problem)
+
+
+def test_an_identical_duplicate_is_a_warning(tmp_path):
+    path = tmp_path / "manifest.json"
+    path.write_text(f'{{"cc_claim": {json.dumps(GOOD_ENTRY)}, "cc_claim": {json.dumps(GOOD_ENTRY)}}}')
+    manifest = read_manifest(str(path))
+    assert "cc_claim" in manifest.entries and manifest.problems == []
+    assert any("cc_claim" in w and "2 times" in w for w in manifest.warnings)
+
+
+@pytest.mark.parametrize(("watermark", "reason"), [
+    ("99999999999999", "later than now plus a day"),
+    ("-5", "negative"),
+    (-5, "negative"),
+])
+def test_implausible_watermarks_fail_the_table_naming_the_field(tmp_path, watermark, reason):
+    doc = {"cc_claim": {**GOOD_ENTRY, "lastSuccessfulWriteTimestamp": watermark}, "cc_contact": GOOD_ENTRY}
+    manifest = read_manifest(write(tmp_path, doc))
+    assert "cc_claim" not in manifest.entries and "cc_contact" in manifest.entries
+    [problem] = manifest.problems_for("cc_claim")
+    assert problem.field == "lastSuccessfulWriteTimestamp" and reason in problem.message
+
+
+def test_a_watermark_within_a_day_of_now_is_accepted(tmp_path):
+    import time
+
+    soon = str(int(time.time() * 1000) + 3_600_000)  # an hour ahead: clock skew, not an error
+    manifest = read_manifest(write(tmp_path, {"cc_claim": {**GOOD_ENTRY, "lastSuccessfulWriteTimestamp": soon}}))
+    assert manifest.entries["cc_claim"].manifest_watermark == int(soon)
+
+
+def test_an_empty_manifest_is_an_error_naming_it(tmp_path):
+    with pytest.raises(ManifestError, match=r"manifest\.json lists no tables.*GW_MANIFEST_URI"):
+        read_manifest(write(tmp_path, {}))

@@ -16,7 +16,8 @@ def manifest(root: Path) -> dict:
 
 def committed_folders(root: Path, table: str) -> list[Path]:
     watermark = int(manifest(root)[table]["lastSuccessfulWriteTimestamp"])
-    folders = [ts for fp in (root / table).iterdir() for ts in fp.iterdir() if int(ts.name) <= watermark]
+    folders = [ts for fp in (root / table).iterdir() for ts in fp.iterdir()
+               if len(ts.name) == 13 and ts.name.isdigit() and int(ts.name) <= watermark]
     return sorted(folders, key=lambda p: int(p.name))
 
 

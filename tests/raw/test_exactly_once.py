@@ -334,3 +334,19 @@ def test_a_failing_compaction_leaves_the_load_successful(sample_cda: Path, tmp_p
     assert any("compacting" in w and "disk full" in w for w in result.warnings)
     assert result.total_rows == entry.total_processed_records
     assert_exactly_once(sample_cda, "cc_claim", Path(location.path))
+
+
+def test_a_file_with_a_huge_row_group_is_read_in_slices_with_the_same_rows(sample_cda: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    """Above SLICE_ROW_GROUP_BYTES a row group is read page by page instead of whole: same rows,
+    same lineage, columns an older file lacks as nulls."""
+    monkeypatch.setattr(delta_writer, "SLICE_ROW_GROUP_BYTES", 1)  # every file of the sample is "huge"
+    location = Location.parse(str(tmp_path / "raw" / "cc_claim"))
+    write = _DeepWrite("cc_claim", location, plan_table(entry_of(sample_cda, "cc_claim"), None)
+                       .commit_groups(CommitBudget())[0])
+    assert write.sliced
+    result = sync_table(entry_of(sample_cda, "cc_claim"), location)
+    assert result.ok, result.error
+    assert_exactly_once(sample_cda, "cc_claim", Path(location.path))
+    claims = DeltaTable(location.path).to_pyarrow_table(columns=["severity", "gw_fingerprint"])
+    assert claims["severity"].null_count > 0  # the first schema's rows

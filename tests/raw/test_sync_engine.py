@@ -8,7 +8,13 @@ from pathlib import Path
 
 from guidewire_pipeline.cda.load_plan import CommitBudget, plan_table
 from guidewire_pipeline.cda.manifest import read_manifest
-from guidewire_pipeline.cda.sync import TASK_MEMORY_MAX, TASK_MEMORY_MIN, RaySettings, sync_tables, task_memory_bytes
+from guidewire_pipeline.cda.sync import (
+    TASK_MEMORY_MAX,
+    TASK_MEMORY_MIN,
+    RaySettings,
+    sync_tables,
+    task_memory_bytes,
+)
 
 PROGRESS = re.compile(r"^(\w+): commit (\d+)/(\d+) \(.*\) committed [\d,]+ rows; (\d+)/(\d+) batches, "
                       r"[\d.]+ MB of [\d.]+ MB, [\d,]+ rows, [\d.]+ MB/s$")
