@@ -12,11 +12,13 @@ folder on a first load reported; a run with nothing new <= 0.5x the other tool's
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from benchmarks import other_tool
 from benchmarks.common import (
     S3TestServer,
     dir_bytes,
@@ -30,6 +32,7 @@ from benchmarks.common import (
 
 OTHER_TOOL_NOOP_S = (13.0, 18.0)
 OTHER_TOOL_FULL_S = (27.0, 41.0)
+OTHER_TOOL_ROW = "other tool (databricks-industry-solutions/guidewire), full"
 
 
 def list_and_footer_floor(bucket: str, prefix: str) -> dict[str, Any]:
@@ -106,6 +109,29 @@ def run(quick: bool = False, tables: int | None = None, profile_dir: str | None 
                     "rows": result["rows_added"], "statuses": result["statuses"]})
                 if result["errors"]:
                     log(f"errors: {result['errors']}")
+        # -- the other tool side by side (benchmarks/other_tool.py), when GW_OTHER_TOOL_CHECKOUT and
+        # GW_OTHER_TOOL_PYTHON point at a working setup: same moto, same bucket, its own prefix.
+        other_setup, other_why = other_tool.setup_from_env()
+        other = None
+        if other_setup:
+            log(f"running {other_why}")
+            other_target = f"s3://{bucket}/delta-other-tool"
+            s3.reset()
+            try:
+                other = other_tool.run_other_tool(*other_setup, manifest, other_target,
+                                                  env={k: os.environ[k] for k in other_tool.S3_VARIABLES})
+            except RuntimeError as exc:
+                log(f"{exc}")
+            else:
+                record(OTHER_TOOL_ROW, other["run_s"], floor["s"], {
+                    "ray_start_s": other["ray_start_s"], "process_s": other["process_s"],
+                    "statuses": other["statuses"], "folders_above_watermark": other["folders_above_watermark"],
+                    "errors": other["errors"]})
+                figures[-1].update(other_tool.inspect_target(manifest, other_target))  # after the counts
+        else:
+            log(f"other tool not run ({other_why}): using the issue's figures, "
+                f"{OTHER_TOOL_FULL_S[0]:.0f}-{OTHER_TOOL_FULL_S[1]:.0f} s")
+        # -- end of the other tool
         columns = ["run", "s", "x_floor", "ray_start_s", "process_s", "LIST", "GET", "HEAD", "PUT",
                    "requests_per_folder", "rows", "files", "statuses"]
         print_table(f"Shallow vs deep on S3 (moto): {tables} tables, {floor['files']} parquet files, "
@@ -119,6 +145,13 @@ def run(quick: bool = False, tables: int | None = None, profile_dir: str | None 
               f"vs the other tool's {OTHER_TOOL_NOOP_S[0]:.0f}-{OTHER_TOOL_NOOP_S[1]:.0f} s "
               f"(goal <= {0.5 * OTHER_TOOL_NOOP_S[0]:.1f} s); {noop['GET']} GETs, {noop['LIST']} LISTs "
               f"for {tables + 1} manifest tables")
+        if other:  # the other tool, measured in this run
+            theirs = figures[-1]
+            print(f"  other tool full (measured): {theirs['s']:.1f} s in the run, {theirs['process_s']:.1f} s with "
+                  f"process start; shallow full is {full['s'] / theirs['s']:.2f}x it in the run and "
+                  f"{full['process_s'] / theirs['process_s']:.2f}x with process start (goal <= 0.4x); it committed "
+                  f"{theirs['folders_above_watermark']} folders above the manifest watermark "
+                  f"({theirs['in_flight_files']} files, {theirs['in_flight_rows']} rows in flight)")
         payload = {"tables": tables, "files": floor["files"], "rows": floor["rows"], "parquet_mb": parquet_mb,
                    "figures": figures}
         save_results("shallow", payload)
