@@ -144,6 +144,7 @@ class TableSyncResult:
     compacted_files: int = 0  # small files merged by this sync's compaction (0: none ran)
     rewound_from: int | None = None  # the recorded savepoint, when the live rows were behind it
     ray_memory_bytes: int | None = None  # memory the Ray task declared (None: loaded in the driver)
+    table_name: str | None = None  # <catalog>.raw.<table> once registered in Unity Catalog
     uri: str = ""
     warnings: list[str] = field(default_factory=list)
     error: str | None = None

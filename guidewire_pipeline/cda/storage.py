@@ -208,6 +208,13 @@ class Location:
         with fs.open_output_stream(self.fs_path) as stream:
             stream.write(payload)
 
+    def delete(self) -> None:
+        """Delete this one file."""
+        if self.is_s3:
+            _s3_client(S3Settings.from_env()).delete_object(Bucket=self.bucket, Key=self.key)
+        else:
+            Path(self.path).unlink(missing_ok=True)
+
     def tree_size(self) -> tuple[int, int]:
         """(files, bytes) under this folder, recursively; (0, 0) when it does not exist."""
         if self.is_s3:
@@ -329,6 +336,20 @@ class Location:
                     yield ChildEntry(obj["Key"][len(prefix) :], False, int(obj["Size"]))
         except client.exceptions.NoSuchBucket as exc:
             raise StorageError(f"Bucket {self.bucket!r} of {self.uri} does not exist.") from exc
+
+
+def check_writable(location: Location, variable: str) -> None:
+    """Write and delete a small probe file under ``location``; raise ``StorageError`` naming
+    ``variable`` (the setting that chose the location) when that is not possible."""
+    probe = location.join(f".gw-write-probe-{os.getpid()}")
+    try:
+        probe.write_bytes(b"probe")
+        probe.delete()
+    except Exception as exc:  # permissions, a missing bucket, a read-only disk: all the same to the user
+        raise StorageError(
+            f"{variable}={location.uri.rsplit('/', 1)[0]} cannot be written ({type(exc).__name__}: {exc}). "
+            f"Set {variable} to a folder or bucket this process may write to."
+        ) from exc
 
 
 @functools.cache
