@@ -25,8 +25,11 @@ from guidewire_pipeline.cda.load_plan import CommitBudget
 from guidewire_pipeline.cda.maintenance import raw_dataset, vacuum_table
 from guidewire_pipeline.cda.manifest import ManifestEntry
 from guidewire_pipeline.cda.raw_table import is_shallow, open_table
+from guidewire_pipeline.cda.storage import Location, check_writable
 from guidewire_pipeline.cda.sync import DRIVER_MAX_BYTES, RaySettings, raw_table_location, sync_tables
+from guidewire_pipeline.lakehouse import RAW
 from guidewire_pipeline.raw.observability import sync_metadata
+from guidewire_pipeline.resources import DatabricksWorkspaceResource, LakehouseResource
 
 
 @dataclass
@@ -39,9 +42,13 @@ class RawLoadRequest:
 
 
 class RayDeltaIOManager(dg.ConfigurableIOManager):
-    """Writes raw CDA tables to ``<delta_root>/raw/<table>`` on Ray; reads them back lazily."""
+    """Writes raw CDA tables to ``<delta_root>/raw/<table>`` on Ray; reads them back lazily. With a
+    Databricks workspace, each table it loads is registered in Unity Catalog as ``<catalog>.raw.<table>``."""
 
-    delta_root: str = Field(description="GW_DELTA_ROOT: local path, file:// or s3:// URI")
+    lakehouse: LakehouseResource = Field(description="Where the raw tables live (the Definitions' one lakehouse).")
+    workspace: DatabricksWorkspaceResource = Field(
+        default_factory=DatabricksWorkspaceResource,
+        description="Databricks workspace for Unity Catalog registration (unset host: none).")
     ray_address: str | None = Field(default=None, description="RAY_ADDRESS of a cluster; unset: local Ray")
     num_cpus: int | None = Field(default=None, description="CPUs for a local Ray (unset: all)")
     clone_mode: Literal["deep", "shallow"] = Field(
@@ -60,10 +67,17 @@ class RayDeltaIOManager(dg.ConfigurableIOManager):
     commit_max_batches: int = Field(
         default=CommitBudget.max_batches, description="At most this many CDA batches (timestamps) in one commit.")
 
+    @property
+    def delta_root(self) -> str:
+        return self.lakehouse.layout().delta_root
+
     # -- the engine, shared with cda_sync_job ----------------------------------------------------
     def sync(self, entries: list[ManifestEntry], log: Any = None) -> list[TableSyncResult]:
         """Sync the tables on Ray; one result per entry, failures included (never raises per table).
-        Every table's warnings (skipped files and folders, with their paths) go to ``log`` as warnings."""
+        Every table's warnings (skipped files and folders, with their paths) go to ``log`` as warnings.
+
+        Raises ``StorageError`` naming GW_DELTA_ROOT, before any table, when the root cannot be written."""
+        check_writable(Location.parse(self.delta_root).join("raw"), "GW_DELTA_ROOT")
         results = sync_tables(
             entries, self.delta_root,
             ray=RaySettings(address=self.ray_address, num_cpus=self.num_cpus, driver_max_bytes=self.driver_max_bytes),
@@ -74,7 +88,28 @@ class RayDeltaIOManager(dg.ConfigurableIOManager):
         for result in results if log is not None else []:
             for warning in result.warnings:
                 log.warning(warning)
+        if self.workspace.configured:
+            self._register(results, log)
         return results
+
+    def _register(self, results: list[TableSyncResult], log: Any) -> None:
+        """Register the tables this sync loaded as external tables in Unity Catalog. A refusal fails
+        that table (its data stays committed; the next sync registers it again)."""
+        from guidewire_pipeline.unity_catalog import UnityCatalogError, register_tables
+
+        client = self.workspace.workspace_client()
+        for result in results:
+            if result.status != "loaded":
+                continue
+            try:
+                [registered] = register_tables(client, self.lakehouse.layout(), [(RAW, result.table, result.columns)],
+                                               warehouse_id=self.workspace.warehouse_id)
+            except UnityCatalogError as exc:
+                result.status, result.error = "failed", f"Table {result.table!r}: loaded, but {exc}"
+                continue
+            result.table_name = registered.full_name
+            if log is not None and registered.action == "created":
+                log.info(f"Registered {registered.full_name} in Unity Catalog at {registered.storage_location}")
 
     @property
     def commit_budget(self) -> CommitBudget:

@@ -1,30 +1,34 @@
 """Jobs of the raw layer.
 
 - ``cda_raw_job``: the partitioned asset job, for per-table runs from the UI and for backfills.
-- ``cda_sync_job``: any set of tables in one run, tables in parallel on Ray. Dagster cannot put an
-  arbitrary set of dynamic partitions into one asset run (ranges must be contiguous), so this op
-  job takes the tables in its run config and records each table's result as a materialization of
-  that table's partition, with the same metadata as the asset path.
+- ``cda_sync_job``: any set of tables in one run, tables in parallel. Dagster cannot put an arbitrary
+  set of dynamic partitions into one asset run (ranges must be contiguous), and a sensor's 300
+  advanced tables out of 2,500 are scattered, so this op job takes the tables in its run config and
+  records each table's result on that table's partition, with the same metadata and checks as the
+  asset path (``recording.py``). The manifest sensor targets it; the CI job reuses its op.
 """
-
 
 from dataclasses import dataclass
 
 import dagster as dg
 from pydantic import Field
 
+from guidewire_pipeline.automation import raise_for_failures
+from guidewire_pipeline.cda.delta_writer import TableSyncResult
+from guidewire_pipeline.raw.assets import RAW_POOL
 from guidewire_pipeline.raw.io_manager import RayDeltaIOManager
 from guidewire_pipeline.raw.observability import checks_after_sync, sync_metadata
 from guidewire_pipeline.raw.partitions import GUIDEWIRE_TABLES, RAW_ASSET_KEY
 from guidewire_pipeline.raw.resources import CdaSource
+from guidewire_pipeline.recording import CheckRecord, PartitionRecord, record
 
-SYNC_OP = "sync_raw_tables"  # the sensor's run config names this op, in cda_sync_job and guidewire_e2e_job
+SYNC_OP = "sync_raw_tables"  # the sensor's run config names this op, in cda_sync_job and guidewire_job
+CDA_SYNC_JOB = "cda_sync_job"
 
 cda_raw_job = dg.define_asset_job(
     "cda_raw_job",
     selection=dg.AssetSelection.keys(RAW_ASSET_KEY),
     description="Load the selected table partitions of cda_raw (UI runs and backfills).",
-    tags={"guidewire/job": "cda_raw"},
 )
 
 
@@ -36,7 +40,7 @@ class SyncConfig(dg.Config):
 
 @dataclass
 class RawSyncOutcome:
-    """What one raw sync did, for the ops that run after it."""
+    """What one raw sync did, for the step after it (the medallion, in the CI job)."""
 
     requested: list[str]
     loaded: list[str]  # tables that committed new batches
@@ -47,15 +51,14 @@ class RawSyncOutcome:
         return "; ".join(f"{t}: {reason}" for t, reason in sorted(self.failures.items()))
 
 
-def sync_raw(
-    context: dg.OpExecutionContext, tables: list[str], cda_source: CdaSource, raw_io_manager: RayDeltaIOManager
-) -> RawSyncOutcome:
-    """Sync ``tables`` (empty: every selected table) and record each loaded table's materialization and
-    checks on its partition. Never raises for a table; failures are in the outcome."""
+def sync_raw(context: dg.OpExecutionContext, tables: list[str], cda_source: CdaSource,
+             raw_io_manager: RayDeltaIOManager) -> RawSyncOutcome:
+    """Sync ``tables`` (empty: every selected table), record each loaded table's materialization and
+    checks on its partition, and return the outcome. Never raises for a table; a broken manifest entry
+    fails its table unless the exclude list drops it."""
     manifest = cda_source.read_manifest()
     for warning in manifest.warnings:
         context.log.warning(f"Manifest {manifest.uri}: {warning}")
-    # A broken entry fails its table (the run then fails, naming it), unless the exclude list drops it.
     tables = tables or cda_source.select(manifest, include_broken=True)
     for problem in manifest.problems:
         if problem.table in tables:
@@ -70,16 +73,12 @@ def sync_raw(
 
     context.log.info(f"Syncing {len(entries)} tables from {manifest.uri}")
     results = raw_io_manager.sync(entries, log=context.log)
-    for result in results:
-        if result.status == "loaded":
-            context.log_event(dg.AssetMaterialization(
-                asset_key=RAW_ASSET_KEY, partition=result.table, metadata=sync_metadata(result)))
-            for outcome in checks_after_sync(manifest.entries[result.table], raw_io_manager.delta_root, result):
-                context.log_event(dg.AssetCheckEvaluation(
-                    asset_key=RAW_ASSET_KEY, check_name=outcome.name, passed=outcome.passed,
-                    severity=dg.AssetCheckSeverity.WARN, description=outcome.description,
-                    metadata=outcome.metadata, partition=result.table))
-
+    record(context, [
+        PartitionRecord(RAW_ASSET_KEY, r.table, "changed", sync_metadata(r), [
+            CheckRecord(o.name, o.passed, o.description, o.metadata)
+            for o in checks_after_sync(manifest.entries[r.table], r, cda_source.max_lag_minutes)])
+        for r in results if r.status == "loaded"
+    ])
     failures = {r.table: r.error or "failed" for r in results if not r.ok}
     for table in sorted(set(tables) - set(manifest.entries)):
         problems = manifest.problems_for(table)
@@ -90,40 +89,37 @@ def sync_raw(
         ok=[r.table for r in results if r.ok],
         failures=failures,
     )
-    context.add_output_metadata({
-        "tables": len(tables), "loaded": len(outcome.loaded), "failed": len(failures),
-        "rows_added": sum(r.rows_added for r in results),
-        "up_to_date": sum(1 for r in results if r.status == "up_to_date"),
-    })
+    context.add_output_metadata(_summary(results, len(tables), failures))
     return outcome
 
 
-@dg.op(name=SYNC_OP, out=dg.Out(RawSyncOutcome))
+def _summary(results: list[TableSyncResult], tables: int, failures: dict[str, str]) -> dict:
+    return {"tables": tables, "loaded": sum(1 for r in results if r.status == "loaded"),
+            "up_to_date": sum(1 for r in results if r.status == "up_to_date"), "failed": len(failures),
+            "rows_added": sum(r.rows_added for r in results)}
+
+
+@dg.op(name=SYNC_OP, out=dg.Out(RawSyncOutcome), pool=RAW_POOL)
 def sync_raw_tables(
     context: dg.OpExecutionContext, config: SyncConfig, cda_source: CdaSource,
     raw_io_manager: dg.ResourceParam[RayDeltaIOManager],
 ) -> RawSyncOutcome:
-    """Sync the configured tables into raw Delta, recording each table's result on its partition.
-    Table failures are carried in the outcome, so the steps after it still run for the others."""
+    """Sync the tables of the run config (default: all) into raw Delta; record each result on its
+    partition. Table failures are carried in the outcome, so the step after it still runs for the others."""
     return sync_raw(context, config.tables, cda_source, raw_io_manager)
 
 
 @dg.op(out=dg.Out(list[str], description="The tables that loaded new batches."))
 def report_failed_tables(outcome: RawSyncOutcome) -> list[str]:
     """Fails the run naming every table that failed (the others are committed and recorded)."""
-    if outcome.failures:
-        raise dg.Failure(
-            description=f"{len(outcome.failures)} of {len(outcome.requested)} tables failed (the others are "
-            f"committed): {outcome.failure_text()}",
-            metadata={"failed_tables": dg.MetadataValue.json(sorted(outcome.failures))},
-        )
+    raise_for_failures("the raw sync", outcome.failures, len(outcome.requested))
     return outcome.loaded
 
 
 @dg.job(
+    name=CDA_SYNC_JOB,
     description="Sync a set of CDA tables (run config `tables`; default: all) into raw Delta in one run, "
-    "tables in parallel on Ray. Used by the manifest sensor and by `dagster job execute` in CI.",
-    tags={"guidewire/job": "cda_sync"},
+    "tables in parallel. The manifest sensor's target.",
     executor_def=dg.in_process_executor,  # one step: no subprocess to start
 )
 def cda_sync_job() -> None:

@@ -1,7 +1,8 @@
-"""What the UI shows for a raw table: materialization metadata and the three asset checks.
+"""What the UI shows for a raw table: its materialization metadata and its checks.
 
 Shared by every entry point (the asset's I/O manager, ``cda_sync_job``, the check definitions), so a
-table's history looks the same whichever way it was loaded.
+table's history looks the same whichever way it was loaded. Times are shown readable with the epoch
+milliseconds beside them; sizes in MB.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 import dagster as dg
 
+from guidewire_pipeline import display
 from guidewire_pipeline.cda.delta_writer import TableSyncResult
 from guidewire_pipeline.cda.load_plan import plan_table
 from guidewire_pipeline.cda.manifest import ManifestEntry
@@ -20,6 +22,9 @@ from guidewire_pipeline.cda.sync import raw_table_location
 CHECK_CAUGHT_UP = "caught_up"
 CHECK_RECORD_COUNT = "record_count"
 CHECK_SCHEMA = "schema_fingerprints"
+CHECK_LAG = "lag_within_limit"
+CHECK_NAMES = (CHECK_CAUGHT_UP, CHECK_RECORD_COUNT, CHECK_SCHEMA, CHECK_LAG)
+DEFAULT_MAX_LAG_MINUTES = 60  # GW_MAX_LAG_MINUTES: CDA writes every few minutes, the sensor ticks every minute
 
 
 def sync_metadata(result: TableSyncResult) -> dict[str, Any]:
@@ -29,15 +34,20 @@ def sync_metadata(result: TableSyncResult) -> dict[str, Any]:
         "rows_added": dg.MetadataValue.int(result.rows_added),
         "batches_applied": dg.MetadataValue.int(result.batches_applied),
         "commits": dg.MetadataValue.int(result.commits),
+        "read": display.size(result.bytes_read),
         "bytes_read": dg.MetadataValue.int(result.bytes_read),
-        "watermark_before": _int_or_none(result.watermark_before),
-        "watermark_after": _int_or_none(result.watermark_after),
-        "manifest_watermark": _int_or_none(result.manifest_watermark),
+        "watermark_before": display.watermark(result.watermark_before),
+        "watermark_after": display.watermark(result.watermark_after),
+        "manifest_watermark": display.watermark(result.manifest_watermark),
+        "watermark_after_ms": _int_or_none(result.watermark_after),
+        "lag": display.duration(result.lag_ms),
         "lag_ms": _int_or_none(result.lag_ms),
         "delta_version": _int_or_none(result.delta_version),
         "duration_s": dg.MetadataValue.float(round(result.duration_s, 3)),
         "dagster/uri": dg.MetadataValue.path(result.uri),
     }
+    if result.table_name:
+        metadata["dagster/table_name"] = result.table_name
     if result.total_rows is not None:
         metadata["dagster/row_count"] = dg.MetadataValue.int(result.total_rows)
     if result.columns:
@@ -49,7 +59,7 @@ def sync_metadata(result: TableSyncResult) -> dict[str, Any]:
     if result.compacted_files:
         metadata["compacted_small_files"] = dg.MetadataValue.int(result.compacted_files)
     if result.rewound_from is not None:
-        metadata["savepoint_rewound_from"] = dg.MetadataValue.int(result.rewound_from)
+        metadata["savepoint_rewound_from"] = display.watermark(result.rewound_from)
     if result.ray_memory_bytes:
         metadata["ray_task_memory_mb"] = dg.MetadataValue.int(result.ray_memory_bytes // 2**20)
     if result.warnings:
@@ -69,31 +79,24 @@ class CheckOutcome:
     metadata: dict[str, Any]
 
 
-def evaluate_checks(entry: ManifestEntry, delta_root: str, state: DeltaTableState | None = None,
-                    pending_batches: int | None = None) -> list[CheckOutcome]:
-    """The three checks of one raw table against its manifest entry. WARN severity: they inform.
-
-    ``state`` and ``pending_batches`` may come from a sync that just ran (see ``checks_after_sync``);
-    otherwise the table's log is read and its pending folders listed."""
-    location = raw_table_location(delta_root, entry.table)
-    state = state or read_table_state(location)
-    if pending_batches is None:
-        pending_batches = len(plan_table(entry, state.loaded_watermark).batches)
+def evaluate_checks(entry: ManifestEntry, state: DeltaTableState, pending_batches: int,
+                    max_lag_minutes: int = DEFAULT_MAX_LAG_MINUTES) -> list[CheckOutcome]:
+    """The four checks of one raw table against its manifest entry, from one state and one count of
+    pending batches. WARN severity: they inform, they block nothing."""
     caught = pending_batches == 0
     lag = None if state.loaded_watermark is None else max(entry.manifest_watermark - state.loaded_watermark, 0)
     caught_up = CheckOutcome(
         CHECK_CAUGHT_UP, caught,
         "No committed CDA folder is waiting." if caught
         else f"{pending_batches} committed CDA batches are not loaded yet.",
-        {"loaded_watermark": _int_or_none(state.loaded_watermark),
-         "manifest_watermark": dg.MetadataValue.int(entry.manifest_watermark),
-         "pending_batches": dg.MetadataValue.int(pending_batches),
-         "lag_ms": _int_or_none(lag)},
+        {"loaded_watermark": display.watermark(state.loaded_watermark),
+         "manifest_watermark": display.watermark(entry.manifest_watermark),
+         "pending_batches": dg.MetadataValue.int(pending_batches)},
     )
     delta_rows = state.total_rows or 0
     records = CheckOutcome(
         CHECK_RECORD_COUNT, delta_rows == entry.total_processed_records,
-        f"Delta has {delta_rows} rows; the manifest's totalProcessedRecordsCount is {entry.total_processed_records}.",
+        f"Delta has {delta_rows:,} rows; the manifest's totalProcessedRecordsCount is {entry.total_processed_records:,}.",
         {"delta_rows": dg.MetadataValue.int(delta_rows),
          "manifest_records": dg.MetadataValue.int(entry.total_processed_records)},
     )
@@ -109,12 +112,29 @@ def evaluate_checks(entry: ManifestEntry, delta_root: str, state: DeltaTableStat
          "schema_changes_seen": dg.MetadataValue.int(max(len(seen) - 1, 0)),
          "delta_columns": dg.MetadataValue.int(len(state.columns))},
     )
-    return [caught_up, records, schema]
+    limit_ms = max_lag_minutes * 60_000
+    lag_ok = caught or (lag is not None and lag <= limit_ms)
+    lagging = CheckOutcome(
+        CHECK_LAG, lag_ok,
+        f"Raw is {display.duration(lag)} behind the manifest (limit {max_lag_minutes} min, GW_MAX_LAG_MINUTES)."
+        if lag is not None else "Nothing is loaded yet.",
+        {"lag": display.duration(lag), "lag_ms": _int_or_none(lag),
+         "limit_minutes": dg.MetadataValue.int(max_lag_minutes)},
+    )
+    return [caught_up, records, schema, lagging]
 
 
-def checks_after_sync(entry: ManifestEntry, delta_root: str, result: TableSyncResult) -> list[CheckOutcome]:
+def checks_after_sync(entry: ManifestEntry, result: TableSyncResult,
+                      max_lag_minutes: int = DEFAULT_MAX_LAG_MINUTES) -> list[CheckOutcome]:
     """The checks of a table that ``result`` just loaded, from the sync's own figures: no second log
     read and no listing. A successful sync loaded every pending folder of the manifest it planned from."""
     state = DeltaTableState(exists=True, version=result.delta_version, loaded_watermark=result.watermark_after,
                             total_rows=result.total_rows, columns=tuple(result.columns))
-    return evaluate_checks(entry, delta_root, state, pending_batches=0)
+    return evaluate_checks(entry, state, 0, max_lag_minutes)
+
+
+def checks_from_storage(entry: ManifestEntry, delta_root: str,
+                        max_lag_minutes: int = DEFAULT_MAX_LAG_MINUTES) -> list[CheckOutcome]:
+    """The checks of a table read from storage: one read of its log, and a listing only when behind."""
+    state = read_table_state(raw_table_location(delta_root, entry.table), entry.table)
+    return evaluate_checks(entry, state, len(plan_table(entry, state.loaded_watermark).batches), max_lag_minutes)

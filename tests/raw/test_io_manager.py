@@ -9,18 +9,20 @@ import dagster as dg
 import pytest
 from deltalake import DeltaTable
 
-from guidewire_pipeline.raw.assets import cda_raw
-from guidewire_pipeline.raw.defs import build_resources
+from guidewire_pipeline.raw.assets import build_raw_asset
 from guidewire_pipeline.raw.partitions import GUIDEWIRE_TABLES, RAW_ASSET_KEY, guidewire_tables
-from guidewire_pipeline.settings import Settings
+from tests.helpers import resources_for as deployment_resources
+from tests.helpers import settings_for
 from tests.raw.helpers import committed_rows
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
+cda_raw = build_raw_asset(60)
+
+
 def resources_for(sample_cda: Path, tmp_path: Path) -> dict:
-    return build_resources(Settings(manifest_uri=str(sample_cda / "manifest.json"), delta_root=str(tmp_path / "d"),
-                                    sharepack=None, ray_address=None, databricks_host=None))
+    return deployment_resources(settings_for(str(sample_cda / "manifest.json"), str(tmp_path / "d")))
 
 
 def test_each_partition_of_a_range_run_gets_its_own_figures(sample_cda: Path, tmp_path: Path):

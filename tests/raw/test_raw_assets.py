@@ -12,12 +12,11 @@ from deltalake import DeltaTable
 
 from guidewire_pipeline.cda.savepoint import APP_ID
 from guidewire_pipeline.cda.storage import Location
-from guidewire_pipeline.raw.assets import RAW_IO_MANAGER_KEY, cda_raw, raw_checks
-from guidewire_pipeline.raw.defs import build_resources
-from guidewire_pipeline.raw.io_manager import RayDeltaIOManager
+from guidewire_pipeline.raw.assets import build_raw_asset, raw_checks
 from guidewire_pipeline.raw.partitions import GUIDEWIRE_TABLES, RAW_ASSET_KEY
 from guidewire_pipeline.sample.generator import advance, generate
 from guidewire_pipeline.settings import Settings
+from tests.helpers import resources_for, settings_for
 from tests.raw.helpers import (
     assert_exactly_once,
     change_keys,
@@ -31,19 +30,12 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 TABLES = ["cc_claim", "cc_exposure", "pc_policyperiod"]
 
 
-def settings_for(manifest_uri: str, delta_root: str) -> Settings:
-    return Settings(manifest_uri=manifest_uri, delta_root=delta_root, sharepack=None, ray_address=None,
-                    databricks_host=None)
-
-
-def ray_resources(settings: Settings) -> dict:
-    """The definitions' resources, with every load on Ray (sample data is below the in-driver size)."""
-    return {**build_resources(settings),
-            RAW_IO_MANAGER_KEY: RayDeltaIOManager(delta_root=settings.delta_root, driver_max_bytes=0)}
+cda_raw = build_raw_asset(60)
 
 
 def materialize(instance, settings: Settings, partition_key: str | None = None, tags: dict | None = None):
-    return dg.materialize([cda_raw, *raw_checks], instance=instance, resources=ray_resources(settings),
+    """The asset and its checks, every load on Ray (sample data is below the in-driver size)."""
+    return dg.materialize([cda_raw, raw_checks], instance=instance, resources=resources_for(settings, driver_max_bytes=0),
                           partition_key=partition_key, tags=tags, raise_on_error=False)
 
 
@@ -74,7 +66,8 @@ def test_materialize_local_matches_committed_folders(sample_cda: Path, tmp_path:
             assert event.metadata["lag_ms"].value == 0
             assert {c.name for c in event.metadata["dagster/column_schema"].schema.columns} >= {"id", "gwcbi___seqval_hex"}
             checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-            assert checks == {"caught_up": True, "record_count": True, "schema_fingerprints": True}
+            assert checks == {"caught_up": True, "record_count": True, "schema_fingerprints": True,
+                              "lag_within_limit": True}
 
         # cc_claim changed schema half-way: its earlier rows read back with a null new column.
         claims = DeltaTable(str(tmp_path / "delta" / "raw" / "cc_claim")).to_pyarrow_table()
@@ -147,3 +140,28 @@ def test_s3_end_to_end(s3_bucket: str):
         assert materialize(instance, settings, "pc_policyline").success
         delta = DeltaTable(raw.delta_uri, storage_options=raw.delta_storage_options())
         assert delta.version() == 1 and len(delta.to_pyarrow_table()) == 5 * 40
+
+
+def test_each_tables_checks_count_for_its_latest_materialization(sample_cda: Path, tmp_path: Path):
+    """What the checks' Partitions tab shows: every table's check evaluation targets that table's
+    latest materialization, whether the asset or cda_sync_job loaded it."""
+    from guidewire_pipeline.raw.jobs import cda_sync_job
+
+    settings = settings_for(str(sample_cda / "manifest.json"), str(tmp_path / "delta"))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(GUIDEWIRE_TABLES, ["cc_claim"])
+        assert materialize(instance, settings, partition_key="cc_claim").success
+        synced = cda_sync_job.execute_in_process(
+            instance=instance, resources=resources_for(settings),
+            run_config={"ops": {"sync_raw_tables": {"config": {"tables": ["cc_exposure", "pc_policyperiod"]}}}})
+        assert synced.success
+        keys = [dg.AssetCheckKey(RAW_ASSET_KEY, name) for name in
+                ("caught_up", "record_count", "schema_fingerprints", "lag_within_limit")]
+        infos = instance.event_log_storage.get_asset_check_partition_info(keys)
+        by_partition: dict[str, list] = {}
+        for info in infos:
+            by_partition.setdefault(info.partition_key, []).append(info)
+        assert set(by_partition) == {"cc_claim", "cc_exposure", "pc_policyperiod"}
+        for partition, partition_infos in by_partition.items():
+            assert len(partition_infos) == 4, partition
+            assert all(info.is_current and info.latest_materialization_storage_id for info in partition_infos), partition

@@ -18,6 +18,7 @@ from guidewire_pipeline.cda.savepoint import APP_ID, read_savepoint
 from guidewire_pipeline.cda.storage import Location
 from guidewire_pipeline.cda.sync import sync_tables
 from guidewire_pipeline.raw.io_manager import RayDeltaIOManager
+from guidewire_pipeline.resources import LakehouseResource
 from guidewire_pipeline.sample.generator import advance
 from tests.raw.helpers import (
     change_keys,
@@ -124,8 +125,8 @@ def test_modes_do_not_mix_in_one_table(sample_cda: Path, tmp_path: Path):
 
 def test_vacuum_is_refused_on_shallow_tables_and_allowed_on_deep_ones(sample_cda: Path, tmp_path: Path):
     manifest = read_manifest(str(sample_cda / "manifest.json"))
-    shallow = RayDeltaIOManager(delta_root=str(tmp_path / "shallow"), clone_mode="shallow")
-    deep = RayDeltaIOManager(delta_root=str(tmp_path / "deep"))
+    shallow = RayDeltaIOManager(lakehouse=LakehouseResource(delta_root=str(tmp_path / "shallow")), clone_mode="shallow")
+    deep = RayDeltaIOManager(lakehouse=LakehouseResource(delta_root=str(tmp_path / "deep")))
     shallow.sync([manifest.entries["cc_claim"]])
     deep.sync([manifest.entries["cc_claim"]])
     before = sorted(p for p in (sample_cda / "cc_claim").rglob("*") if p.is_file())
