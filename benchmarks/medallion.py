@@ -155,7 +155,7 @@ def noop_step() -> dict[str, Any]:
 import sys, time, json
 sys.path.insert(0, "REPO_ROOT_PATH")
 import dagster as dg, pyarrow as pa
-from guidewire_pipeline.medallion.layers import run_medallion_layers
+from tests.medallion.steps import run_medallion_layers
 from guidewire_pipeline.medallion.runners.local import LocalNotebookRunner
 from guidewire_pipeline.settings import Settings
 from tests.medallion.raw_tables import append_raw_batch

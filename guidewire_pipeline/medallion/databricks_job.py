@@ -9,16 +9,18 @@ repository root: bronze -> silver -> gold over every raw table), as opposed to t
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import dagster as dg
-from dagster_databricks import DatabricksClientResource, create_databricks_run_now_op
-from dagster_databricks.resources import OauthCredentials
 
 JOB_NAME = "databricks_job_run_now"
 
 
-def _client_resource() -> DatabricksClientResource:
+def _client_resource() -> Any:
     """PAT when ``DATABRICKS_TOKEN`` is set, else the OAuth M2M service principal; secrets as EnvVars."""
+    from dagster_databricks import DatabricksClientResource
+    from dagster_databricks.resources import OauthCredentials
+
     if os.environ.get("DATABRICKS_TOKEN"):
         return DatabricksClientResource(host=dg.EnvVar("DATABRICKS_HOST"), token=dg.EnvVar("DATABRICKS_TOKEN"))
     return DatabricksClientResource(
@@ -44,6 +46,10 @@ def build_databricks_run_now_job(poll_interval_seconds: float = 10.0) -> dg.JobD
         raise ValueError(
             f"DATABRICKS_JOB_ID must be the numeric id of a Databricks job (see the job's URL), got {raw_job_id!r}."
         ) from None
+    from dagster_databricks import (
+        create_databricks_run_now_op,  # 1 s of imports: only when the job is defined
+    )
+
     run_now = create_databricks_run_now_op(
         databricks_job_id=job_id,
         poll_interval_seconds=poll_interval_seconds,

@@ -1,154 +1,168 @@
-"""Dagster recording of medallion runs: call ``NotebookRunner.run_medallion`` once, record each result.
+"""The medallion step: one ``NotebookRunner.run_medallion`` call for a set of tables and marts, every
+result recorded on its partition, the same way from the ``medallion`` asset and from the ops.
 
-Every entry point calls these functions: the bronze, silver and gold assets, and the ops of
-``guidewire_e2e_job``. One call is one local process or one multi-task Databricks run; each table's
-``LayerResult`` becomes the metadata of that table's partition (bronze/silver) or of that mart (gold):
+Recording (``recording.py``): a table or mart whose data changed gets a materialization; one with
+nothing new, or skipped for a reason (no raw table yet, an input missing), gets an observation with
+the reason, never a materialization; a failed one gets nothing and fails the step at the end, after
+the others are recorded. Every materialization carries ``dagster/row_count``, ``dagster/uri``,
+``dagster/column_schema`` and ``dagster/table_name`` when the engine knows them; a gold mart's also
+carries its column lineage, parsed from its SQL.
 
-- In the asset that owns the key, through ``context.add_asset_metadata(..., partition_key=t)``;
-- anywhere else (an op), as an ``AssetMaterialization`` of that table's partition.
-
-Failed tables are never recorded as materialized; after the others are recorded, ``dagster.Failure``
-names the failed tables (and the failed task, when a whole task failed). "skipped" and "unchanged"
-are not failures: they are recorded with their reason.
-(Issue 11 rewrites this file; the logic lives in the engine and the runners.)
+``medallion_backlog`` says which tables and marts are behind their inputs, from the event log alone
+(no storage reads): the automation sensor and the CI job run exactly those.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 
+from guidewire_pipeline.lakehouse import Lakehouse
+from guidewire_pipeline.medallion import checks
 from guidewire_pipeline.medallion.marts import Mart, load_marts
 from guidewire_pipeline.medallion.runners.base import (
+    LAYER_ORDER,
     LayerName,
+    LayerResult,
     MedallionRequest,
-    MedallionRun,
     NotebookRunner,
 )
-from guidewire_pipeline.raw.partitions import BRONZE_ASSET_KEY, SILVER_ASSET_KEY, gold_asset_key
-from guidewire_pipeline.settings import Settings
+from guidewire_pipeline.raw.partitions import (
+    BRONZE_ASSET_KEY,
+    RAW_ASSET_KEY,
+    SILVER_ASSET_KEY,
+    gold_asset_key,
+)
+from guidewire_pipeline.recording import PartitionRecord, record
 
 AnyContext = dg.OpExecutionContext | dg.AssetExecutionContext
 
 
-@dataclass(frozen=True)
-class TableResult:
-    """One table's (or mart's) outcome in one layer: changed, unchanged, skipped or failed."""
-
-    table: str
-    status: str
-    reason: str | None
-    metadata: dict[str, Any]
-
-
 @dataclass
-class LayerReport:
-    layer: str
-    results: list[TableResult] = field(default_factory=list)
+class MedallionOutcome:
+    """What one medallion step did: failures by ``layer/name``, and what changed per layer."""
+
+    failures: dict[str, str] = field(default_factory=dict)
+    changed: dict[str, list[str]] = field(default_factory=dict)
     run_metadata: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def failed(self) -> list[str]:
-        return [r.table for r in self.results if r.status == "failed"]
 
-    @property
-    def succeeded(self) -> list[str]:
-        """Tables that did not fail: the layer above may run for them."""
-        return [r.table for r in self.results if r.status != "failed"]
-
-    def failure_text(self) -> str:
-        return "; ".join(f"{r.table}: {r.reason}" for r in self.results if r.status == "failed")
-
-
-def run_medallion_layers(
-    context: AnyContext,
-    runner: NotebookRunner,
-    settings: Settings,
-    tables: Sequence[str],
-    marts: Sequence[str] | None = (),
-    layers: Sequence[LayerName] = ("bronze", "silver", "gold"),
-    *,
-    raise_on_failure: bool = True,
-) -> dict[str, LayerReport]:
-    """One ``run_medallion`` call for ``layers``; every result recorded; then ``Failure`` naming the failed
-    tables and task unless ``raise_on_failure`` is False. ``marts=None``: every SQL file.
-    An unknown mart name raises ``Failure`` before anything runs."""
-    selected = _marts(marts) if "gold" in layers else ()
-    request = MedallionRequest(lakehouse=settings.lakehouse, tables=tuple(tables), marts=selected,
-                               layers=tuple(layers))
-    reports = {layer: LayerReport(layer) for layer in layers}
-    if not request.tables and not request.marts:
-        context.log.info("medallion: no tables and no marts to run.")
-        return reports
-    context.log.info(f"medallion: {'/'.join(layers)} for {len(tables)} tables and {len(selected)} marts "
-                     f"with {type(runner).__name__}.")
-    run: MedallionRun = runner.run_medallion(context, request)
-    for result in run.results:
-        reports[result.layer].run_metadata = run.run_metadata
-        reports[result.layer].results.append(
-            TableResult(result.name, result.status, result.reason, _metadata(result, run.run_metadata)))
-    for layer, report in reports.items():
-        _record(context, report, _key_of(layer), raise_on_failure=False)
-    if raise_on_failure:
-        _raise_if_failed(list(reports.values()), run.run_metadata)
-    return reports
-
-
-def run_bronze(context: AnyContext, runner: NotebookRunner, settings: Settings, tables: Sequence[str],
-               *, raise_on_failure: bool = True) -> LayerReport:
-    return run_medallion_layers(context, runner, settings, tables, (), ("bronze",),
-                                raise_on_failure=raise_on_failure)["bronze"]
-
-
-def run_silver(context: AnyContext, runner: NotebookRunner, settings: Settings, tables: Sequence[str],
-               *, raise_on_failure: bool = True) -> LayerReport:
-    return run_medallion_layers(context, runner, settings, tables, (), ("silver",),
-                                raise_on_failure=raise_on_failure)["silver"]
-
-
-def run_bronze_silver(
-    context: AnyContext, runner: NotebookRunner, settings: Settings, tables: Sequence[str],
-    *, raise_on_failure: bool = True,
-) -> tuple[LayerReport, LayerReport]:
-    """Bronze then silver in one run (silver only for tables bronze did not fail); every result
-    recorded; then ``Failure`` naming the failed tables unless ``raise_on_failure`` is False."""
-    reports = run_medallion_layers(context, runner, settings, tables, (), ("bronze", "silver"),
-                                   raise_on_failure=raise_on_failure)
-    return reports["bronze"], reports["silver"]
-
-
-def run_gold(context: AnyContext, runner: NotebookRunner, settings: Settings,
-             marts: Sequence[str] | None = None) -> LayerReport:
-    """The gold marts ``marts`` (default: every SQL file) in one run; each recorded on ``gold/<mart>``."""
-    return run_medallion_layers(context, runner, settings, (), marts, ("gold",))["gold"]
-
-
-# -- internals ----------------------------------------------------------------------------------------
-
-
-def _marts(names: Sequence[str] | None) -> tuple[Mart, ...]:
-    available = load_marts()
-    names = list(available) if names is None else list(names)
-    unknown = [m for m in names if m not in available]
-    if unknown:
-        raise dg.Failure(
-            f"Unknown gold marts {unknown}: add guidewire_pipeline/medallion/gold/<mart>.sql or pick from {sorted(available)}."
-        )
-    return tuple(available[m] for m in names)
-
-
-def _key_of(layer: str) -> Callable[[str], tuple[dg.AssetKey, str | None]]:
+def asset_key_of(layer: str, name: str) -> tuple[dg.AssetKey, str | None]:
     if layer == "bronze":
-        return lambda table: (BRONZE_ASSET_KEY, table)
+        return BRONZE_ASSET_KEY, name
     if layer == "silver":
-        return lambda table: (SILVER_ASSET_KEY, table)
-    return lambda mart: (gold_asset_key(mart), None)
+        return SILVER_ASSET_KEY, name
+    return gold_asset_key(name), None
 
 
-def _metadata(result: Any, run_metadata: dict[str, Any]) -> dict[str, Any]:
+def run_medallion_step(
+    context: AnyContext, runner: NotebookRunner, lakehouse: Lakehouse, tables: Sequence[str],
+    marts: Sequence[Mart], layers: Sequence[LayerName] = LAYER_ORDER,
+) -> MedallionOutcome:
+    """Run ``layers`` once for ``tables`` and ``marts``; record every result; return the outcome
+    (the caller fails the step for the failures, after everything is recorded)."""
+    layers = tuple(layer for layer in LAYER_ORDER if layer in layers)
+    request = MedallionRequest(lakehouse=lakehouse, tables=tuple(tables) if set(layers) - {"gold"} else (),
+                               marts=tuple(marts) if "gold" in layers else (), layers=layers)
+    outcome = MedallionOutcome()
+    if not request.tables and not request.marts:
+        context.log.info("medallion: nothing to run (no table behind its input, no mart to refresh).")
+        return outcome
+    context.log.info(f"medallion: {'/'.join(layers)} for {len(request.tables)} tables and {len(request.marts)} "
+                     f"marts with {type(runner).__name__}.")
+    run = runner.run_medallion(context, request)
+    outcome.run_metadata = dict(run.run_metadata)
+    columns = {r.name: [str(c[0]) for c in r.metadata.get("columns") or []] for r in run.for_layer("silver")}
+    records = []
+    for result in run.results:
+        if result.status == "failed":
+            outcome.failures[f"{result.layer}/{result.name}"] = result.reason or "failed"
+            context.log.error(f"{result.layer} {result.name} failed: {result.reason}")
+            continue
+        if result.status == "skipped":
+            context.log.warning(f"{result.layer} {result.name} skipped: {result.reason}")
+        asset_key, partition = asset_key_of(result.layer, result.name)
+        metadata = _metadata(result, run.run_metadata)
+        if result.layer == "gold" and result.status == "changed":
+            mart = next(m for m in request.marts if m.name == result.name)
+            lineage = checks.column_lineage(mart, {t: columns.get(t, []) for t in mart.inputs})
+            if lineage is not None:
+                metadata["dagster/column_lineage"] = lineage
+        kind = "changed" if result.status == "changed" else "unchanged"
+        if kind == "changed":
+            outcome.changed.setdefault(result.layer, []).append(result.name)
+        records.append(PartitionRecord(asset_key, partition, kind, metadata, checks.evaluate(result.layer, result.metadata)))
+    record(context, records)
+    return outcome
+
+
+def failure_metadata(outcome: MedallionOutcome) -> dict[str, Any]:
+    task = outcome.run_metadata.get("failed_task")
+    return {"failed_task": str(task)} if task else {}
+
+
+def describe_failures(outcome: MedallionOutcome) -> str:
+    """Where the medallion failed: the task (when a whole task failed, with its run page)."""
+    task = outcome.run_metadata.get("failed_task")
+    if not task:
+        return "the medallion"
+    error = str(outcome.run_metadata.get("failed_task_error") or "").strip()
+    where = outcome.run_metadata.get(f"{task}_task_run_url") or outcome.run_metadata.get("databricks_run_url")
+    page = f" Run page: {where}." if where and str(where) not in error else ""
+    return f"the medallion (Task {task} of the medallion run failed: {error}.{page})"
+
+
+def marts_reading(tables: Sequence[str]) -> list[Mart]:
+    """The gold marts that read any of ``tables``."""
+    wanted = set(tables)
+    return [m for m in load_marts().values() if wanted & set(m.inputs)]
+
+
+def medallion_backlog(instance: dg.DagsterInstance, tables: Sequence[str] | None = None) -> tuple[list[str], list[Mart]]:
+    """The tables whose bronze or silver is behind its input, and the marts behind a silver input,
+    from the latest event of each partition (a materialization, or the observation a layer records
+    when it found nothing new). ``tables`` limits the answer to those."""
+    raw = _latest(instance, RAW_ASSET_KEY, materializations_only=True)
+    bronze = _latest(instance, BRONZE_ASSET_KEY)
+    bronze_changed = _latest(instance, BRONZE_ASSET_KEY, materializations_only=True)
+    silver = _latest(instance, SILVER_ASSET_KEY)
+    silver_changed = _latest(instance, SILVER_ASSET_KEY, materializations_only=True)
+    behind = sorted(
+        t for t in raw if (tables is None or t in tables)
+        and (raw[t] > bronze.get(t, -1) or bronze_changed.get(t, -1) > silver.get(t, -1))
+    )
+    marts = []
+    for mart in load_marts().values():
+        gold = _latest_unpartitioned(instance, gold_asset_key(mart.name))
+        if any(silver_changed.get(t, -1) > gold for t in mart.inputs) or set(behind) & set(mart.inputs):
+            marts.append(mart)
+    return behind, marts
+
+
+def _latest(instance: dg.DagsterInstance, asset_key: dg.AssetKey, materializations_only: bool = False) -> dict[str, int]:
+    """Partition -> storage id of its latest materialization (and, unless ``materializations_only``,
+    observation): the order events happened in."""
+    latest = dict(instance.get_latest_storage_id_by_partition(asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION))
+    if not materializations_only:
+        observed = instance.get_latest_storage_id_by_partition(asset_key, dg.DagsterEventType.ASSET_OBSERVATION)
+        for partition, storage_id in observed.items():
+            latest[partition] = max(latest.get(partition, -1), storage_id)
+    return latest
+
+
+def _latest_unpartitioned(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> int:
+    ids = [
+        records[0].storage_id
+        for fetch in (instance.fetch_materializations, instance.fetch_observations)
+        if (records := fetch(dg.AssetRecordsFilter(asset_key=asset_key), limit=1).records)
+    ]
+    return max(ids, default=-1)
+
+
+def _metadata(result: LayerResult, run_metadata: dict[str, Any]) -> dict[str, Any]:
     """Run metadata plus the result's, as Dagster metadata: the standard ``dagster/*`` keys where they
     exist (table name, URI, row count, column schema), figures as numbers, lists as lines, no None."""
     values = {**run_metadata, **result.metadata, "status": result.status, "reason": result.reason}
@@ -159,7 +173,7 @@ def _metadata(result: Any, run_metadata: dict[str, Any]) -> dict[str, Any]:
         if key == "table_name":
             metadata["dagster/table_name"] = str(value)
         elif key == "uri":
-            metadata["dagster/uri"] = str(value)
+            metadata["dagster/uri"] = dg.MetadataValue.path(str(value))
         elif key == "row_count":
             metadata["dagster/row_count"] = int(value)
         elif key == "columns":
@@ -174,45 +188,3 @@ def _metadata(result: Any, run_metadata: dict[str, Any]) -> dict[str, Any]:
         else:
             metadata[key] = dg.MetadataValue.json(value)
     return metadata
-
-
-def _owns(context: AnyContext, asset_key: dg.AssetKey) -> bool:
-    return isinstance(context, dg.AssetExecutionContext) and asset_key in context.selected_asset_keys
-
-
-def _record(context: AnyContext, report: LayerReport,
-            key_of: Callable[[str], tuple[dg.AssetKey, str | None]], raise_on_failure: bool = True) -> None:
-    """Record every non-failed result on its asset (partition); then raise for the failed ones."""
-    any_failed = bool(report.failed)
-    for result in report.results:
-        if result.status == "failed":
-            context.log.error(f"{report.layer} {result.table} failed: {result.reason}")
-            continue
-        asset_key, partition = key_of(result.table)
-        if _owns(context, asset_key) and not any_failed:
-            context.add_asset_metadata(result.metadata, asset_key=asset_key, partition_key=partition)
-        else:
-            # An op, or an asset step that will fail: log the successes now so they stay recorded.
-            context.log_event(dg.AssetMaterialization(asset_key=asset_key, partition=partition,
-                                                      metadata=result.metadata))
-    if raise_on_failure:
-        _raise_if_failed([report], report.run_metadata)
-
-
-def _raise_if_failed(reports: list[LayerReport], run_metadata: dict[str, Any]) -> None:
-    failed = [(r.layer, t) for r in reports for t in r.failed]
-    if not failed:
-        return
-    task = run_metadata.get("failed_task")
-    head = (f"Task {task} of the medallion run failed: {run_metadata.get('failed_task_error')}. " if task else "")
-    where = run_metadata.get(f"{task}_task_run_url") or run_metadata.get("databricks_run_url")
-    raise dg.Failure(
-        description=(
-            head + f"{len(failed)} table(s) failed: "
-            + " | ".join(f"{r.layer}: {r.failure_text()}" for r in reports if r.failed)
-            + (f". Run page: {where}" if where else "")
-            + ". The other tables were recorded; fix these and re-run their partitions."
-        ),
-        metadata={"failed_tables": ", ".join(f"{layer}/{table}" for layer, table in failed),
-                  **({"failed_task": str(task)} if task else {})},
-    )

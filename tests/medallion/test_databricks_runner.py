@@ -14,13 +14,13 @@ import pytest
 from dagster._core.errors import DagsterExecutionInterruptedError
 from deltalake import DeltaTable
 
-from guidewire_pipeline.medallion.layers import run_medallion_layers
 from guidewire_pipeline.medallion.runners.base import NotebookRunner
 from guidewire_pipeline.medallion.runners.databricks import DatabricksNotebookRunner, deployment_folder
 from guidewire_pipeline.raw.partitions import BRONZE_ASSET_KEY, SILVER_ASSET_KEY
 from guidewire_pipeline.settings import Settings
 from tests.fakes import databricks_jobs
 from tests.medallion.raw_tables import append_raw_batch, change_rows, reference_current_state
+from tests.medallion.steps import run_medallion_layers
 from tests.medallion.test_silver_correctness import BUSINESS, CASES, VALUE_COLUMNS, silver_state
 
 FAST = {"poll_interval_seconds": 0.05, "max_poll_interval_seconds": 0.2}

@@ -14,12 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from guidewire_pipeline.medallion.layers import run_medallion_layers
 from guidewire_pipeline.medallion.runners.base import NOTEBOOKS_DIR, NotebookRunner
 from guidewire_pipeline.medallion.runners.local import LocalNotebookRunner
 from guidewire_pipeline.raw.partitions import BRONZE_ASSET_KEY, SILVER_ASSET_KEY
 from guidewire_pipeline.settings import Settings
 from tests.medallion.raw_tables import append_raw_batch, change_rows, reference_current_state
+from tests.medallion.steps import run_medallion_layers
 from tests.medallion.test_silver_correctness import BUSINESS, CASES, VALUE_COLUMNS, silver_state
 
 sys.path.insert(0, str(NOTEBOOKS_DIR))

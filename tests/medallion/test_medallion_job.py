@@ -12,10 +12,11 @@ import dagster as dg
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from guidewire_pipeline.medallion.defs import build_defs
+from guidewire_pipeline.medallion.defs import medallion_job
 from guidewire_pipeline.raw.partitions import GUIDEWIRE_TABLES, gold_asset_key
 from guidewire_pipeline.settings import Settings
 from tests.medallion.raw_tables import CDC_FIELDS, DELETE, INSERT, UPDATE, append_raw_batch
+from tests.medallion.steps import medallion_resources
 
 TS = pa.timestamp("us", tz="UTC")
 MONEY = pa.decimal128(18, 2)
@@ -144,19 +145,20 @@ def policy(id_: int, product: str, start: str, end: str, status: str, premium: s
 
 
 def run_medallion_job(settings: Settings, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    job = build_defs(settings).resolve_job_def("medallion_job")
-    return job.execute_in_process(
-        instance=instance,
-        tags={
-            "dagster/asset_partition_range_start": TABLES[0],
-            "dagster/asset_partition_range_end": TABLES[-1],
-        },
-    )
+    """medallion_job for TABLES, as the sensor would ask for them."""
+    return medallion_job.execute_in_process(
+        instance=instance, resources=medallion_resources(settings),
+        run_config={"ops": {"run_medallion": {"config": {"tables": TABLES}}}})
 
 
 def latest_gold(instance: dg.DagsterInstance, mart: str) -> dict[str, Any]:
-    record = instance.fetch_materializations(gold_asset_key(mart), limit=1).records[0]
-    return {k: v.value for k, v in record.asset_materialization.metadata.items()}
+    """The mart's newest event: a materialization (data changed) or an observation (unchanged, skipped)."""
+    key = gold_asset_key(mart)
+    found = [*instance.fetch_materializations(key, limit=1).records, *instance.fetch_observations(key, limit=1).records]
+    newest = max(found, key=lambda r: r.storage_id)
+    event = newest.asset_materialization or newest.asset_observation
+    return {k: v.value for k, v in event.metadata.items()} | {"kind": "materialization" if newest.asset_materialization
+                                                             else "observation"}
 
 
 def gold_rows(delta_root: Path, mart: str) -> list[dict[str, Any]]:
@@ -227,7 +229,7 @@ def test_medallion_job_bronze_silver_gold(
 
     assert run_medallion_job(medallion_settings, instance).success
     skipped = latest_gold(instance, "policies_in_force_by_month")
-    assert skipped["status"] == "skipped"
+    assert (skipped["status"], skipped["kind"]) == ("skipped", "observation")
     assert "pc_policyperiod" in skipped["reason"]
     assert not (delta_root / "gold" / "policies_in_force_by_month").exists()
     assert latest_gold(instance, "claims_by_state_month")["status"] == "changed"
@@ -307,4 +309,5 @@ def test_medallion_job_bronze_silver_gold(
     }
     assert run_medallion_job(medallion_settings, instance).success
     assert versions == {name: DeltaTable(str(delta_root / name)).version() for name in versions}
-    assert latest_gold(instance, "claims_by_state_month")["reason"] == "inputs and SQL unchanged"
+    unchanged = latest_gold(instance, "claims_by_state_month")
+    assert (unchanged["reason"], unchanged["kind"]) == ("inputs and SQL unchanged", "observation")

@@ -11,11 +11,10 @@ import pyarrow as pa
 from deltalake import DeltaTable
 
 from guidewire_pipeline.cda.storage import Location
-from guidewire_pipeline.medallion.defs import build_medallion_assets
-from guidewire_pipeline.medallion.runners.local import LocalNotebookRunner
 from guidewire_pipeline.raw.partitions import GUIDEWIRE_TABLES
 from guidewire_pipeline.settings import Settings
 from tests.medallion.raw_tables import DELETE, INSERT, UPDATE, append_raw_batch, change_rows
+from tests.medallion.steps import materialize_bronze_silver
 
 BUSINESS = [pa.field("name", pa.string())]
 
@@ -37,12 +36,7 @@ def test_bronze_and_silver_on_s3(s3_bucket: str):
         instance.add_dynamic_partitions(GUIDEWIRE_TABLES, ["s3_table"])
         for tick, batch in enumerate(batches):
             append_raw_batch(root, "s3_table", change_rows(batch, BUSINESS), 1_700_000_000_000 + tick)
-            result = dg.materialize(
-                build_medallion_assets(settings)[:2],
-                instance=instance,
-                resources={"notebook_runner": LocalNotebookRunner()},
-                partition_key="s3_table",
-            )
+            result = materialize_bronze_silver(settings, instance, partition_key="s3_table")
             assert result.success
         events = [str(e) for e in instance.all_logs(result.run_id)]
     silver_uri = f"{root}/silver/s3_table"

@@ -13,11 +13,10 @@ from deltalake import DeltaTable, QueryBuilder
 
 from guidewire_pipeline.cda.manifest import read_manifest
 from guidewire_pipeline.cda.sync import sync_tables
-from guidewire_pipeline.medallion.defs import build_medallion_assets
-from guidewire_pipeline.medallion.runners.local import LocalNotebookRunner
 from guidewire_pipeline.raw.partitions import GUIDEWIRE_TABLES
 from guidewire_pipeline.settings import Settings
 from tests.medallion.raw_tables import reference_current_state
+from tests.medallion.steps import materialize_bronze_silver
 
 TABLES = ["cc_claim", "pc_policyperiod"]  # both gain a column half-way (a second fingerprint)
 
@@ -33,15 +32,8 @@ def test_silver_from_the_raw_writer(
     manifest = read_manifest(str(sample_cda / "manifest.json"))
     sync_tables([manifest.entries[t] for t in TABLES], str(delta_root), clone_mode=clone_mode)
     instance.add_dynamic_partitions(GUIDEWIRE_TABLES, TABLES)
-    result = dg.materialize(
-        build_medallion_assets(medallion_settings)[:2],
-        instance=instance,
-        resources={"notebook_runner": LocalNotebookRunner()},
-        tags={
-            "dagster/asset_partition_range_start": TABLES[0],
-            "dagster/asset_partition_range_end": TABLES[-1],
-        },
-    )
+    result = materialize_bronze_silver(medallion_settings, instance, tags={
+        "dagster/asset_partition_range_start": TABLES[0], "dagster/asset_partition_range_end": TABLES[-1]})
     assert result.success
     for table in TABLES:
         raw = DeltaTable(str(delta_root / "raw" / table))

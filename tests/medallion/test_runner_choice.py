@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from guidewire_pipeline.deployment import build_definitions
 from guidewire_pipeline.medallion.defs import MedallionConfigError, build_defs, build_notebook_runner
 from guidewire_pipeline.medallion.runners.databricks import DatabricksNotebookRunner
 from guidewire_pipeline.medallion.runners.local import LocalNotebookRunner
@@ -44,7 +45,7 @@ def test_databricks_over_a_local_delta_root_fails_at_load_naming_the_variable(mo
     monkeypatch.setenv("DATABRICKS_HOST", "https://example.cloud.databricks.com")
     monkeypatch.setenv("DATABRICKS_TOKEN", "not-a-real-token")
     with pytest.raises(MedallionConfigError, match="GW_DELTA_ROOT is the local path .* Set GW_DELTA_ROOT to the s3://"):
-        build_defs(load_settings())
+        build_definitions(load_settings())
 
 
 def test_the_run_now_job_is_in_the_definitions_only_with_a_job_id(monkeypatch):

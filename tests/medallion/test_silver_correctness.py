@@ -14,8 +14,6 @@ import dagster as dg
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from guidewire_pipeline.medallion.defs import build_medallion_assets
-from guidewire_pipeline.medallion.runners.local import LocalNotebookRunner
 from guidewire_pipeline.raw.partitions import BRONZE_ASSET_KEY, GUIDEWIRE_TABLES, SILVER_ASSET_KEY
 from guidewire_pipeline.settings import Settings
 from tests.medallion.raw_tables import (
@@ -27,6 +25,7 @@ from tests.medallion.raw_tables import (
     change_rows,
     reference_current_state,
 )
+from tests.medallion.steps import materialize_bronze_silver
 
 BUSINESS = [pa.field("name", pa.string()), pa.field("amount", pa.decimal128(18, 2))]
 VALUE_COLUMNS = ["name", "amount"]
@@ -118,23 +117,18 @@ for table in CASES.values():
 def materialize_layers(
     settings: Settings, instance: dg.DagsterInstance, tables: list[str]
 ) -> dg.ExecuteInProcessResult:
-    assets = build_medallion_assets(settings)[:2]
-    return dg.materialize(
-        assets,
-        instance=instance,
-        resources={"notebook_runner": LocalNotebookRunner()},
-        tags={
-            "dagster/asset_partition_range_start": tables[0],
-            "dagster/asset_partition_range_end": tables[-1],
-        },
-    )
+    return materialize_bronze_silver(settings, instance, tags={
+        "dagster/asset_partition_range_start": tables[0], "dagster/asset_partition_range_end": tables[-1]})
 
 
 def latest_metadata(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> dict[str, dict[str, Any]]:
-    """partition -> metadata values of its newest materialization."""
+    """partition -> metadata values of its newest event: a materialization (data changed) or an
+    observation (unchanged, or skipped with its reason)."""
+    records = [*instance.fetch_materializations(asset_key, limit=1000).records,
+               *instance.fetch_observations(asset_key, limit=1000).records]
     latest: dict[str, dict[str, Any]] = {}
-    for record in instance.fetch_materializations(asset_key, limit=1000).records:  # newest first
-        event = record.asset_materialization
+    for record in sorted(records, key=lambda r: -r.storage_id):  # newest first
+        event = record.asset_materialization or record.asset_observation
         if event is not None and event.partition not in latest:
             latest[event.partition] = {k: v.value for k, v in event.metadata.items()}
     return latest

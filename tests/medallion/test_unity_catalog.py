@@ -12,7 +12,6 @@ import pytest
 from deltalake import DeltaTable
 
 from guidewire_pipeline.lakehouse import Lakehouse
-from guidewire_pipeline.medallion.layers import run_medallion_layers
 from guidewire_pipeline.medallion.runners.base import NotebookRunner
 from guidewire_pipeline.medallion.runners.databricks import DatabricksNotebookRunner
 from guidewire_pipeline.raw.partitions import gold_asset_key
@@ -20,6 +19,7 @@ from guidewire_pipeline.settings import Settings
 from guidewire_pipeline.unity_catalog import UnityCatalogError, arrow_columns, register_tables
 from tests.fakes import databricks_jobs, uc_tables
 from tests.medallion.raw_tables import INSERT, append_raw_batch
+from tests.medallion.steps import run_medallion_layers
 from tests.medallion.test_medallion_job import (
     CLAIM,
     EXPOSURE,

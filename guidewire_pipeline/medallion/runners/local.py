@@ -43,10 +43,22 @@ class LocalNotebookRunner(NotebookRunner):
     ) -> MedallionRun:
         """One local process for every layer of ``request`` (see ``runners/base.py`` for the semantics).
         A process that dies (killed, crashed) fails the task it was running; nothing is raised for it."""
-        import json
 
         started = time.monotonic()
         command = [self.python_executable or sys.executable, "-m", "guidewire_pipeline.medallion.runners.local_host"]
+        # Pipes is only this runner's transport for logs and results; the caller records every table on
+        # its partition itself, so the step must not be held to Pipes' one-result-per-output rule.
+        step = getattr(context, "op_execution_context", context)._step_execution_context  # noqa: SLF001
+        typed_event_stream = step.requires_typed_event_stream
+        try:
+            return self._run(context, request, command, started)
+        finally:
+            step._requires_typed_event_stream = typed_event_stream  # noqa: SLF001
+
+    def _run(self, context: dg.OpExecutionContext | dg.AssetExecutionContext, request: MedallionRequest,
+             command: list[str], started: float) -> MedallionRun:
+        import json
+
         with open_pipes_session(
             context=context,
             context_injector=PipesTempFileContextInjector(),
