@@ -17,6 +17,7 @@ from guidewire_pipeline.settings import load_settings
 COMMANDS = (
     "guidewire_pipeline.status",
     "guidewire_pipeline.admin",
+    "guidewire_pipeline.maintenance",
     "guidewire_pipeline.sharing.cli",
 )
 

@@ -70,9 +70,11 @@ def compact_small_files(
     return table, int(metrics["numFilesRemoved"])
 
 
-def vacuum_table(location: Location, *, retention_hours: int | None = None, dry_run: bool = True) -> list[str]:
+def vacuum_table(location: Location, *, retention_hours: int | None = None, dry_run: bool = True,
+                 enforce_retention_duration: bool = True) -> list[str]:
     """VACUUM a raw table through this tool. Refuses shallow tables with ``ShallowTableError``:
-    their data files are Guidewire's CDA files, which a VACUUM must never delete."""
+    their data files are Guidewire's CDA files, which a VACUUM must never delete.
+    ``enforce_retention_duration=False`` allows a retention below the table's (a week by default)."""
     table = open_table(location, without_files=False)
     if table is None:
         raise ValueError(f"There is no Delta table at {location.uri} to vacuum.")
@@ -82,7 +84,8 @@ def vacuum_table(location: Location, *, retention_hours: int | None = None, dry_
             "CDA parquet files in place, and a VACUUM could delete them. Do not VACUUM it with any tool; "
             "to reclaim space, drop the table and reload it."
         )
-    return table.vacuum(retention_hours=retention_hours, dry_run=dry_run)
+    return table.vacuum(retention_hours=retention_hours, dry_run=dry_run,
+                        enforce_retention_duration=enforce_retention_duration)
 
 
 def raw_dataset(location: Location) -> ds.Dataset:
