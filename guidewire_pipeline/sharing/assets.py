@@ -6,7 +6,7 @@
   never shows them), else the project's own Delta Sharing server (its state database). It carries
   the lakehouse (Delta root and catalog) it was bound with: the audit table and the tables the
   server serves live there.
-- ``provision_shares(context, resource, settings, apply)``: load the pack, read, plan, apply (if
+- ``provision_shares(context, resource, apply)``: load the pack, read, plan, apply (if
   asked), audit. The pack is read here, when a sharing step runs, never when the Definitions load.
 - ``build_delta_shares_asset(...)`` and ``build_sharepack_plan_check(...)``: the asset (downstream of
   every gold mart) and the check that shows the plan red when the pack is invalid or refused.
@@ -23,7 +23,7 @@ from guidewire_pipeline.cda.storage import Location
 from guidewire_pipeline.databricks_auth import DatabricksAuth
 from guidewire_pipeline.lakehouse import GOLD, Lakehouse
 from guidewire_pipeline.medallion.marts import load_marts
-from guidewire_pipeline.settings import Settings
+from guidewire_pipeline.resources import LakehouseResource
 from guidewire_pipeline.sharing.audit import audit_table_uri, record_changes
 from guidewire_pipeline.sharing.backends import SharingBackend, SharingServerBackend, UnityCatalogBackend
 from guidewire_pipeline.sharing.plan import LiveState
@@ -62,10 +62,9 @@ class DeltaSharingResource(dg.ConfigurableResource):
         description="Folder (0700) where token recipients' credentials are written, one 0600 file each: "
         "<recipient>.activation-link (Unity Catalog) or <recipient>.share (profile file, local server).",
     )
-    delta_root: str | None = Field(
-        default=None, description="Root of the lakehouse (GW_DELTA_ROOT): tables served and the audit table."
-    )
-    catalog: str = Field(default="main", description="Catalog naming the lakehouse's tables (GW_UC_CATALOG).")
+    lakehouse: LakehouseResource = Field(description="The lakehouse: tables served and the audit table.")
+    sharepack: str | None = Field(default=None, description="GW_SHAREPACK: the share pack, YAML or .xlsx "
+                                  "(unset: the shipped sharepacks/gold_marts.yaml). Read when a sharing step runs.")
     state_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the local sharing server's state (GW_SHARING_STATE_URL; default "
@@ -84,24 +83,24 @@ class DeltaSharingResource(dg.ConfigurableResource):
         """True when a Databricks workspace is configured (then Unity Catalog is the backend)."""
         return bool(self.host and (self.token or (self.client_id and self.client_secret)))
 
-    def lakehouse(self, settings: Settings | None = None) -> Lakehouse:
-        root = self.delta_root or (settings.delta_root if settings else None)
-        if not root:
-            raise ValueError("DeltaSharingResource has no delta_root: bind it from GW_DELTA_ROOT in the Definitions")
-        return Lakehouse(root, self.catalog)
+    def layout(self) -> Lakehouse:
+        return self.lakehouse.layout()
 
-    def produced_tables(self, settings: Settings | None = None) -> frozenset[str]:
+    def sharepack_path(self) -> Path:
+        """``GW_SHAREPACK`` or the shipped sample pack."""
+        return Path(self.sharepack) if self.sharepack else DEFAULT_SHAREPACK
+
+    def produced_tables(self) -> frozenset[str]:
         """The tables this pipeline produces that a share may name before they exist: the gold marts."""
-        lakehouse = self.lakehouse(settings)
-        return frozenset(lakehouse.table_name(GOLD, mart) for mart in load_marts())
+        return frozenset(self.layout().table_name(GOLD, mart) for mart in load_marts())
 
-    def backend(self, settings: Settings | None = None) -> SharingBackend:
+    def backend(self) -> SharingBackend:
         if self.configured:
             auth = DatabricksAuth(host=self.host or "", token=self.token, client_id=self.client_id,
                                   client_secret=self.client_secret)
-            return UnityCatalogBackend(auth.workspace_client(), self.produced_tables(settings))
-        return SharingServerBackend(SharingState(self.state_url), self.lakehouse(settings), self.endpoint,
-                                    timedelta(days=self.token_lifetime_days), self.produced_tables(settings))
+            return UnityCatalogBackend(auth.workspace_client(), self.produced_tables())
+        return SharingServerBackend(SharingState(self.state_url), self.layout(), self.endpoint,
+                                    timedelta(days=self.token_lifetime_days), self.produced_tables())
 
     @property
     def server_url(self) -> str:
@@ -113,19 +112,13 @@ class DeltaSharingResource(dg.ConfigurableResource):
         return ActivationLinkStore(self.activation_link_dir, kind)
 
 
-def sharepack_path(settings: Settings) -> Path:
-    """``GW_SHAREPACK`` or the shipped sample pack."""
-    return Path(settings.sharepack) if settings.sharepack else DEFAULT_SHAREPACK
-
-
 def provision_shares(
     context: dg.OpExecutionContext | dg.AssetExecutionContext,
     resource: DeltaSharingResource,
-    settings: Settings,
     apply: bool,
     rotate: tuple[str, ...] = (),
 ) -> SharingResult:
-    """Load the pack named by ``settings``, plan it against the live state and, if ``apply`` and
+    """Load the resource's pack, plan it against the live state and, if ``apply`` and
     nothing is refused, apply it and append the applied changes to the audit table
     ``<delta_root>/audit/delta_sharing``. ``rotate`` renews token recipients' credentials.
 
@@ -134,12 +127,12 @@ def provision_shares(
     Returns the result even when actions failed; the caller decides whether that fails the step.
     The log carries the plan and outcomes, never a credential.
     """
-    loaded = load_sharepack(sharepack_path(settings))
-    backend = resource.backend(settings)
+    loaded = load_sharepack(resource.sharepack_path())
+    backend = resource.backend()
     result = reconcile(loaded.pack, backend, resource.link_store(backend), apply=apply, rotate=rotate,
                        locate=loaded.locate)
     if not result.dry_run:
-        location = Location.parse(audit_table_uri(resource.lakehouse(settings).delta_root))
+        location = Location.parse(audit_table_uri(resource.layout().delta_root))
         result.audit_rows = record_changes(
             location.delta_uri, location.delta_storage_options(), result.results, loaded.pack, context.run_id
         )
@@ -214,7 +207,7 @@ def _failure_for_pack(exc: SharePackInvalid) -> dg.Failure:
     return dg.Failure(description=str(exc), metadata={"problems": len(exc.problems), "sharepack": exc.source})
 
 
-def build_delta_shares_asset(settings: Settings, gold_deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
+def build_delta_shares_asset(gold_deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
     """The ``delta_shares`` asset, downstream of ``gold_deps`` (every gold mart: which ones the pack
     shares is known only when the pack is read, at run time)."""
 
@@ -232,12 +225,12 @@ def build_delta_shares_asset(settings: Settings, gold_deps: list[dg.AssetKey]) -
         context: dg.AssetExecutionContext, config: DeltaSharesConfig, delta_sharing: DeltaSharingResource
     ) -> dg.MaterializeResult:
         try:
-            loaded = load_sharepack(sharepack_path(settings))
-            result = provision_shares(context, delta_sharing, settings, apply=not config.dry_run,
+            loaded = load_sharepack(delta_sharing.sharepack_path())
+            result = provision_shares(context, delta_sharing, apply=not config.dry_run,
                                       rotate=tuple(config.rotate))
         except SharePackInvalid as exc:
             raise _failure_for_pack(exc) from None
-        live = delta_sharing.backend(settings).read_state(loaded.pack)
+        live = delta_sharing.backend().read_state(loaded.pack)
         metadata = sharing_metadata(result, loaded, delta_sharing.server_url, live)
         if result.plan.blocked and not result.dry_run:
             refusals = "\n".join(f"- {r.resource_type} {r.name}: {r.message}" for r in result.plan.refusals)
@@ -257,7 +250,7 @@ def build_delta_shares_asset(settings: Settings, gold_deps: list[dg.AssetKey]) -
     return delta_shares
 
 
-def build_sharepack_plan_check(settings: Settings) -> dg.AssetChecksDefinition:
+def build_sharepack_plan_check() -> dg.AssetChecksDefinition:
     """``sharepack_plan`` on ``delta_shares``: reads the pack and the live state, plans, writes
     nothing. Fails (red in the UI) when the pack cannot be read, is invalid, or its plan is refused;
     it blocks nothing, so a bad pack never stops data."""
@@ -270,7 +263,7 @@ def build_sharepack_plan_check(settings: Settings) -> dg.AssetChecksDefinition:
     )
     def sharepack_plan(delta_sharing: DeltaSharingResource) -> dg.AssetCheckResult:
         try:
-            loaded = load_sharepack(sharepack_path(settings))
+            loaded = load_sharepack(delta_sharing.sharepack_path())
         except SharePackInvalid as exc:
             return dg.AssetCheckResult(
                 passed=False,
@@ -279,7 +272,7 @@ def build_sharepack_plan_check(settings: Settings) -> dg.AssetChecksDefinition:
                 metadata={"sharepack": exc.source, "problems": dg.MetadataValue.md(
                     "\n".join(f"- {p}" for p in exc.problems))},
             )
-        backend = delta_sharing.backend(settings)
+        backend = delta_sharing.backend()
         result = reconcile(loaded.pack, backend, delta_sharing.link_store(backend), apply=False,
                            locate=loaded.locate)
         plan = result.plan

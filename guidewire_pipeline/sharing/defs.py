@@ -1,7 +1,7 @@
 """Dagster definitions of the sharing domain, merged by guidewire_pipeline/definitions.py.
 
 - asset ``delta_shares``, downstream of every gold mart, and its check ``sharepack_plan``;
-- resource ``delta_sharing``, built from the settings' lakehouse: Unity Catalog when a workspace is
+- resource ``delta_sharing`` (bound in deployment.py on the Definitions' one lakehouse): Unity Catalog when a workspace is
   configured (``DATABRICKS_HOST`` with a token or a service principal, bound through ``EnvVar``), else
   the local Delta Sharing server's state (``GW_SHARING_STATE_URL``); credentials of new token
   recipients go to ``GW_ACTIVATION_LINK_DIR`` (default ``~/.guidewire_pipeline/activation-links``);
@@ -20,6 +20,7 @@ import dagster as dg
 
 from guidewire_pipeline.medallion.marts import load_marts
 from guidewire_pipeline.raw.partitions import gold_asset_key
+from guidewire_pipeline.resources import LakehouseResource
 from guidewire_pipeline.settings import Settings
 from guidewire_pipeline.sharing.assets import (
     DEFAULT_ACTIVATION_LINK_DIR,
@@ -35,13 +36,12 @@ from guidewire_pipeline.sharing.server.state import STATE_URL_ENV
 DEFAULT_SHARING_CRON = "0 6 * * *"
 
 
-def build_sharing_resource(settings: Settings) -> DeltaSharingResource:
-    """The ``delta_sharing`` resource: the lakehouse from ``settings.lakehouse``, secrets as ``EnvVar``."""
-    lakehouse = settings.lakehouse
+def build_sharing_resource(settings: Settings, lakehouse: LakehouseResource) -> DeltaSharingResource:
+    """The ``delta_sharing`` resource on the Definitions' one lakehouse, secrets as ``EnvVar``."""
     common: dict = {
         "activation_link_dir": os.environ.get("GW_ACTIVATION_LINK_DIR") or DEFAULT_ACTIVATION_LINK_DIR,
-        "delta_root": lakehouse.delta_root,
-        "catalog": lakehouse.catalog,
+        "lakehouse": lakehouse,
+        "sharepack": settings.sharepack,
         "endpoint": os.environ.get("GW_SHARING_ENDPOINT") or DEFAULT_SHARING_ENDPOINT,
         "token_lifetime_days": int(os.environ.get("GW_SHARING_TOKEN_DAYS") or DEFAULT_TOKEN_LIFETIME_DAYS),
     }
@@ -59,8 +59,8 @@ def build_sharing_resource(settings: Settings) -> DeltaSharingResource:
 
 
 def build_defs(settings: Settings) -> dg.Definitions:
-    asset = build_delta_shares_asset(settings, [gold_asset_key(m) for m in load_marts()])
-    check = build_sharepack_plan_check(settings)
+    asset = build_delta_shares_asset([gold_asset_key(m) for m in load_marts()])
+    check = build_sharepack_plan_check()
     plan_job = dg.define_asset_job(
         "delta_sharing_plan_job",
         selection=dg.AssetSelection.assets(DELTA_SHARES_KEY),
@@ -86,5 +86,4 @@ def build_defs(settings: Settings) -> dg.Definitions:
         asset_checks=[check],
         jobs=[plan_job, apply_job],
         schedules=[schedule],
-        resources={"delta_sharing": build_sharing_resource(settings)},
     )

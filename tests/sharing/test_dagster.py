@@ -1,4 +1,4 @@
-"""The Dagster side: jobs through build_defs, metadata, the audit table, and secrets staying secret."""
+"""The Dagster side: jobs through the deployment's Definitions, metadata, the audit table, and secrets staying secret."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, QueryBuilder
 
+from guidewire_pipeline.resources import LakehouseResource
 from guidewire_pipeline.settings import Settings
 from guidewire_pipeline.sharing.assets import DELTA_SHARES_KEY, DeltaSharingResource, provision_shares
 from guidewire_pipeline.sharing.audit import audit_table_uri
-from guidewire_pipeline.sharing.defs import build_defs
+from guidewire_pipeline.sharing.defs import build_defs as build_sharing_defs
+from guidewire_pipeline.sharing.defs import build_sharing_resource
 from guidewire_pipeline.sharing.sharepack import DEFAULT_SHAREPACK
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +34,12 @@ def _settings(tmp_path: Path, host: str | None, sharepack: Path = DEFAULT_SHAREP
         ray_address=None,
         databricks_host=host,
     )
+
+
+def build_defs(settings: Settings) -> dg.Definitions:
+    """The sharing domain's definitions with its resource bound as the deployment binds it."""
+    resource = build_sharing_resource(settings, LakehouseResource(delta_root=settings.delta_root))
+    return dg.Definitions.merge(build_sharing_defs(settings), dg.Definitions(resources={"delta_sharing": resource}))
 
 
 def _run(settings: Settings, job: str, instance: dg.DagsterInstance, raise_on_error: bool = True):
@@ -222,12 +230,12 @@ def test_newcomer_runs_the_plan_job_without_a_workspace(tmp_path: Path, sharing_
 
 
 def test_provision_shares_is_callable_from_an_op(uc_workspace, tmp_path: Path, link_dir):
-    """What guidewire_e2e_job's last step does: a plain op calling provision_shares."""
+    """Any op may call provision_shares (the asset does, and a user's own job can)."""
     settings = _settings(tmp_path, uc_workspace.host)
 
     @dg.op
     def share_gold(context, delta_sharing: DeltaSharingResource) -> int:
-        result = provision_shares(context, delta_sharing, settings, apply=True)
+        result = provision_shares(context, delta_sharing, apply=True)
         assert result.ok
         return len(result.applied)
 
@@ -236,7 +244,8 @@ def test_provision_shares_is_callable_from_an_op(uc_workspace, tmp_path: Path, l
         share_gold()
 
     resource = DeltaSharingResource(
-        host=uc_workspace.host, token=uc_workspace.token, activation_link_dir=str(link_dir)
+        host=uc_workspace.host, token=uc_workspace.token, activation_link_dir=str(link_dir),
+        lakehouse=LakehouseResource(delta_root=settings.delta_root), sharepack=settings.sharepack,
     )
     result = e2e_tail.execute_in_process(resources={"delta_sharing": resource})
     assert result.output_for_node("share_gold") == 9
@@ -287,16 +296,13 @@ def test_sharepack_plan_check_is_red_for_a_bad_pack_and_green_for_a_good_one(tmp
 
 
 def test_secrets_are_bound_as_env_vars_pat_or_service_principal(tmp_path: Path, monkeypatch):
-    from guidewire_pipeline.sharing.defs import build_sharing_resource
-
     monkeypatch.setenv("DATABRICKS_HOST", "https://adb-1.example.net")
     monkeypatch.delenv("DATABRICKS_TOKEN", raising=False)
     monkeypatch.setenv("DATABRICKS_CLIENT_ID", "sp-id")
     monkeypatch.setenv("DATABRICKS_CLIENT_SECRET", "sp-secret-value")
     settings = _settings(tmp_path, "https://adb-1.example.net")
-    resource = build_sharing_resource(settings)
+    resource = build_sharing_resource(settings, LakehouseResource(delta_root=settings.delta_root))
     assert isinstance(resource.client_secret, dg.EnvVar) and isinstance(resource.client_id, dg.EnvVar)
     assert resource.token is None and "sp-secret-value" not in repr(resource)
-    with dg.instance_for_test():
-        bound = resource.process_config_and_initialize()
-    assert bound.configured and bound.client_secret == "sp-secret-value"
+    with dg.instance_for_test(), resource.process_config_and_initialize_cm() as bound:
+        assert bound.configured and bound.client_secret == "sp-secret-value"
