@@ -16,6 +16,7 @@ from guidewire_pipeline.settings import load_settings
 # Modules that each define ``register(subparsers, settings)``.
 COMMANDS = (
     "guidewire_pipeline.status",
+    "guidewire_pipeline.runs",
     "guidewire_pipeline.admin",
     "guidewire_pipeline.maintenance",
     "guidewire_pipeline.sharing.cli",

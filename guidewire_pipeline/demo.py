@@ -1,8 +1,8 @@
 """``make demo``: run the whole pipeline the way CI does, then summarize what landed.
 
-It runs ``dagster job execute -m guidewire_pipeline.definitions -j guidewire_e2e_job`` (the command
-users put in CI), streams its progress, and prints rows per layer, watermarks and the first rows of
-each gold mart. It exits with the job's exit code.
+It runs ``guidewire-pipeline sync`` (the whole refresh, ``guidewire_job``, recorded on the instance at
+``DAGSTER_HOME`` so ``make ui`` shows the run), streams its progress, and prints rows per layer,
+watermarks and the first rows of each gold mart. It exits with the run's exit code.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.compute as pc
 from deltalake import DeltaTable
 
 from guidewire_pipeline.cda.manifest import read_manifest
@@ -21,28 +22,32 @@ from guidewire_pipeline.medallion.marts import load_marts
 from guidewire_pipeline.settings import Settings, load_settings
 from guidewire_pipeline.status import format_watermark
 
-JOB = "guidewire_e2e_job"
-PROGRESS_MARKERS = ("STEP_START", "STEP_SUCCESS", "STEP_FAILURE", "RUN_SUCCESS", "RUN_FAILURE", " - INFO - ",
-                    " - ERROR - ", " - WARNING - ")
+LEVELS = (" - INFO - ", " - WARNING - ", " - ERROR - ")
 
 
-def run_job(job: str = JOB) -> int:
-    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
-    command = [dagster, "job", "execute", "-m", "guidewire_pipeline.definitions", "-j", job]
-    print(f"$ {' '.join(['dagster', *command[1:]])}", flush=True)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def run_refresh() -> int:
+    cli = shutil.which("guidewire-pipeline", path=str(Path(sys.executable).parent)) or "guidewire-pipeline"
+    print("$ .venv/bin/guidewire-pipeline sync", flush=True)
+    process = subprocess.Popen([cli, "sync"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
     for line in process.stdout:
-        if any(marker in line for marker in PROGRESS_MARKERS):
-            # "<date> - dagster - LEVEL - job - run id - pid - step - EVENT - message": keep step and message.
-            parts = line.rstrip().split(" - ")
-            print("  " + " - ".join(parts[6:] if len(parts) > 6 else parts)[:200], flush=True)
+        parts = line.rstrip().split(" - ")
+        if any(level in line for level in LEVELS) and len(parts) > 6:
+            # "<date> - dagster - LEVEL - job - run id - step - message": keep step and message.
+            print("  " + " - ".join(parts[5:])[:200], flush=True)
+        elif line.startswith(("guidewire_job ", "Created DAGSTER_HOME")):  # the run's last line
+            print(line.rstrip(), flush=True)
     return process.wait()
 
 
 def _rows(location: Location) -> int | None:
-    state = read_table_state(location)
-    return state.total_rows if state.exists else None
+    """Rows of a medallion table, tombstones of deleted records left out (None: not built)."""
+    options = location.delta_storage_options()
+    if not DeltaTable.is_deltatable(location.delta_uri, storage_options=options):
+        return None
+    dataset = DeltaTable(location.delta_uri, storage_options=options).to_pyarrow_dataset()
+    live = ~pc.field("gw_deleted") if "gw_deleted" in dataset.schema.names else None
+    return dataset.count_rows(filter=live)
 
 
 def summary(settings: Settings) -> str:
@@ -72,14 +77,14 @@ def summary(settings: Settings) -> str:
 
 def main() -> int:
     settings = load_settings()
-    code = run_job()
+    code = run_refresh()
     print()
     print(summary(settings))
     if code == 0:  # the sharing server, the shipped pack and the official client: one mart read back
         from guidewire_pipeline.sharing.server.demo import share_and_read_back
 
         print("\n" + share_and_read_back(settings))
-    print(f"\nOpen the UI on this instance with `make ui`. Job exit code: {code}")
+    print(f"\nOpen the UI on this instance with `make ui`. Exit code: {code}")
     return code
 
 

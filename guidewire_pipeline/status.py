@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from guidewire_pipeline.cda.load_plan import count_rows, plan_table
 from guidewire_pipeline.cda.manifest import Manifest, ManifestError, read_manifest
 from guidewire_pipeline.cda.raw_table import read_table_state
-from guidewire_pipeline.cda.storage import Location
+from guidewire_pipeline.cda.storage import Location, StorageError, check_writable
+from guidewire_pipeline.display import duration
 from guidewire_pipeline.settings import Settings
 
 
@@ -107,11 +108,7 @@ def _n(value: int | None) -> str:
 
 
 def _lag(lag_ms: int | None) -> str:
-    if lag_ms is None:
-        return "-"
-    if lag_ms < 60_000:
-        return f"{lag_ms / 1000:.0f}s"
-    return f"{lag_ms / 60_000:.0f}m"
+    return duration(lag_ms)
 
 
 def register(subparsers: argparse._SubParsersAction, settings: Settings) -> None:
@@ -135,4 +132,9 @@ def run_status(args: argparse.Namespace) -> int:
         print(json.dumps([s.to_json() for s in statuses], indent=2))
     else:
         print(format_table(statuses))
+    try:  # the first thing a sync does; a root nothing can be written to fails every table
+        check_writable(Location.parse(args.delta_root).join("raw"), "GW_DELTA_ROOT")
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 1 if any(s.health == "error" for s in statuses) else 0

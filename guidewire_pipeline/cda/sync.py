@@ -34,6 +34,7 @@ from guidewire_pipeline.cda.manifest import ManifestEntry
 from guidewire_pipeline.cda.raw_table import Progress, open_table
 from guidewire_pipeline.cda.savepoint import peek_log, read_savepoint
 from guidewire_pipeline.cda.storage import Location
+from guidewire_pipeline.display import watermark
 from guidewire_pipeline.lakehouse import RAW, Lakehouse
 
 _ray_lock = threading.Lock()
@@ -286,6 +287,7 @@ def _describe(result: TableSyncResult, number: int, total: int) -> str:
     if result.status == "failed":
         return f"{prefix} FAILED: {result.error}"
     if result.status == "up_to_date":
-        return f"{prefix} up to date at {result.watermark_after}"
+        return f"{prefix} up to date at {watermark(result.watermark_after)}"
     return (f"{prefix} {result.batches_applied} batches in {result.commits} commit(s), {result.rows_added} rows, "
-            f"watermark {result.watermark_before} -> {result.watermark_after} ({result.duration_s:.1f}s)")
+            f"watermark {watermark(result.watermark_before)} -> {watermark(result.watermark_after)} "
+            f"({result.duration_s:.1f}s)")
