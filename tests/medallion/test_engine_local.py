@@ -1,10 +1,13 @@
-"""The engine on the local Spark engine (Sail): exactly-once under a crash right after a data commit,
-and the Sail guards, each with a test that fails without its guard."""
+"""The engine on the local Spark engine (Sail): exactly-once under a crash right after a data commit (on
+both silver apply steps), the Sail guards, each with a test that fails without its guard, and silver's
+scaling properties observed in the Delta log (bounded chunks, pruned and clustered merges), not timed."""
 
 # No "from __future__ import annotations": Dagster reads the context type hints at runtime.
 
 import os
+import random
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,9 +21,9 @@ from guidewire_pipeline.medallion.runners.base import NOTEBOOKS_DIR, NotebookRun
 from guidewire_pipeline.medallion.runners.local import LocalNotebookRunner
 from guidewire_pipeline.raw.partitions import BRONZE_ASSET_KEY, SILVER_ASSET_KEY
 from guidewire_pipeline.settings import Settings
-from tests.medallion.raw_tables import append_raw_batch, change_rows, reference_current_state
+from tests.medallion.raw_tables import INSERT, UPDATE, append_raw_batch, change_rows, reference_current_state
 from tests.medallion.steps import run_medallion_layers
-from tests.medallion.test_silver_correctness import BUSINESS, CASES, VALUE_COLUMNS, silver_state
+from tests.medallion.test_silver_correctness import BUSINESS, CASES, VALUE_COLUMNS, c, silver_state
 
 sys.path.insert(0, str(NOTEBOOKS_DIR))
 import gw_medallion_engine as engine  # noqa: E402
@@ -51,10 +54,15 @@ def _latest(instance, key):
     return {k: v.value for k, v in record[0].asset_materialization.metadata.items()} if record else None
 
 
-@pytest.mark.parametrize("layer", ["bronze", "silver"])
+@pytest.mark.parametrize(("layer", "apply"), [("bronze", None), ("silver", engine.DELTA_RS),
+                                              ("silver", engine.SPARK_SQL)])
 def test_a_crash_right_after_a_commit_loses_and_duplicates_nothing(
-    layer, delta_root: Path, medallion_settings: Settings, instance, monkeypatch
+    layer, apply, delta_root: Path, medallion_settings: Settings, instance, monkeypatch
 ):
+    """The process dies right after a chunk's data commit (for delta-rs: after the merge commit that also
+    holds the savepoint, before the files are re-sorted). The re-run resumes from what the table holds."""
+    if apply:
+        monkeypatch.setenv(engine.SILVER_APPLY_ENV, apply)  # the local medallion process inherits it
     delivered = []
     for index, batch in enumerate(CASES["t_random"]):
         rows = change_rows(batch, BUSINESS)
@@ -75,6 +83,8 @@ def test_a_crash_right_after_a_commit_loses_and_duplicates_nothing(
 
     assert _job(medallion_settings, ["t_random"]).execute_in_process(
         resources={"notebook_runner": runner}, instance=instance).success
+    if layer == "silver":
+        assert _latest(instance, SILVER_ASSET_KEY)["silver_apply"] == apply
     bronze = DeltaTable(str(delta_root / "bronze" / "t_random")).to_pyarrow_table()
     assert bronze.num_rows == len(delivered)  # every raw row once: the savepoint is bronze's own data
     assert silver_state(delta_root, "t_random") == reference_current_state(delivered, VALUE_COLUMNS)
@@ -148,3 +158,130 @@ def test_gold_state_property_is_rewritten_under_sail(spark, tmp_path):
     assert eng.table_property(ref, "guidewire.gold_state") == "two"
     shutil.rmtree(location)
     assert os.path.exists(tmp_path)
+
+
+def _disjoint(location: str) -> tuple[int, bool]:
+    """(files, whether their id ranges are pairwise disjoint), from the log's statistics."""
+    ranges = sorted((f[0], f[1]) for f in engine._id_ranges(DeltaTable(location)))
+    return len(ranges), all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+
+
+def _merges(location: str) -> list[dict]:
+    """delta-rs' own metrics of every MERGE commit, oldest first."""
+    return [h["operationMetrics"] for h in reversed(DeltaTable(location).history()) if h["operation"] == "MERGE"]
+
+
+def test_silver_merges_are_bounded_chunks_that_touch_only_the_files_holding_their_ids(spark, tmp_path):
+    """Without timing, from delta-rs' metrics in the Delta log: a first load goes in chunks of at most
+    ``chunk_rows`` source rows, one merge each; after every merge silver's files are disjoint id ranges; a
+    later merge of recent changes reads and rewrites at most two files of many, and a change to an old id
+    adds the one file that holds it. Fails if pruning (``streamed_exec``), clustering or chunking regress."""
+    root = tmp_path / "delta"  # a table name of its own: the session's catalog outlives each test
+    rng = random.Random(5)
+    next_id, seq = 0, 1
+
+    def folder(index: int, count: int, old_id: int | None = None) -> None:
+        nonlocal next_id, seq
+        changes = []
+        for _ in range(count):
+            if next_id < 200 or rng.random() < 0.4:  # ids grow; updates touch the 200 newest records
+                id_, op, next_id = next_id, INSERT, next_id + 1
+            else:
+                id_, op = next_id - 1 - rng.randrange(200), UPDATE
+            changes.append(c(id_, format(seq, "x"), op, f"v{seq}"))
+            seq += 1
+        if old_id is not None:
+            changes.append(c(old_id, format(seq, "x"), UPDATE, "old record"))
+            seq += 1
+        append_raw_batch(root, "t_bounded", change_rows(changes, BUSINESS), 1_700_000_000_000 + index * 1000)
+
+    for index in range(8):
+        folder(index, 3000)
+    eng = engine.Engine.for_session(spark, "main", str(root), chunk_rows=6000, silver_file_bytes=16 * 1024)
+    eng.register_local_tables(["t_bounded"])
+    eng.bronze(["t_bounded"])
+    [first] = eng.silver(["t_bounded"])
+    location = str(root / "silver" / "t_bounded")
+    assert (first["status"], first["metadata"]["chunks"]) == ("changed", 4)
+    merges = _merges(location)
+    assert len(merges) == 4 and max(m["num_source_rows"] for m in merges) <= 6000
+    files, disjoint = _disjoint(location)
+    assert files >= 10 and disjoint, files
+
+    folder(8, 300)  # recent changes only
+    eng.bronze(["t_bounded"])
+    [recent] = eng.silver(["t_bounded"])
+    merge = _merges(location)[-1]
+    assert merge["num_target_files_scanned"] <= 2 and merge["num_target_files_removed"] <= 2, merge
+    assert recent["metadata"]["files_rewritten"] == merge["num_target_files_removed"]
+    assert _disjoint(location)[1]
+
+    folder(9, 300, old_id=3)  # plus one change to one of the oldest records
+    eng.bronze(["t_bounded"])
+    eng.silver(["t_bounded"])
+    merge = _merges(location)[-1]
+    assert merge["num_target_files_removed"] <= 3, merge
+    files, disjoint = _disjoint(location)
+    assert disjoint and files >= 10
+
+
+@pytest.mark.parametrize("storage", ["local", "s3"])
+def test_cluster_by_id_sorts_overlapping_files_in_one_commit_without_changing_a_row(storage, tmp_path, request):
+    """Files whose id ranges overlap (as delta-rs writes a merge's output) are replaced by disjoint files in
+    id order, bucket by bucket when they hold more rows than the budget, in one commit: the rows, the
+    statistics readers prune with and the other columns' values are exactly the same (local disk and S3)."""
+    from datetime import UTC, datetime
+
+    from deltalake import write_deltalake
+
+    location = str(tmp_path / "silver") if storage == "local" else \
+        f"s3://{request.getfixturevalue('s3_bucket')}/silver"
+    options = engine._storage_options(location)
+    rng = random.Random(11)
+    for _ in range(4):  # four appends, each spread over the whole id range
+        ids = rng.sample(range(5000), 900)
+        rows = pa.table({"id": pa.array(ids, pa.int64()), "v": [f"v{i}" for i in ids],
+                         "gw_batch_ts": pa.array([datetime.fromtimestamp(1_700_000_000 + i / 7, UTC) for i in ids],
+                                                 pa.timestamp("us", tz="UTC"))})
+        write_deltalake(location, rows, mode="append", storage_options=options,
+                        configuration={"delta.dataSkippingStatsColumns": "id,gw_batch_ts"})
+
+    def table():
+        return DeltaTable(location, storage_options=options)
+
+    def content():
+        return sorted(table().to_pyarrow_table().to_pylist(), key=lambda r: (r["id"], r["v"]))
+
+    def disjoint() -> tuple[int, bool]:
+        ranges = sorted((f[0], f[1]) for f in engine._id_ranges(table()))
+        return len(ranges), all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+
+    before, version = content(), table().version()
+    assert not disjoint()[1]
+
+    replaced = engine.cluster_by_id(location, set(), budget_rows=1000, file_bytes=8 * 1024)  # 4 buckets
+
+    assert replaced == 4 and table().version() == version + 1
+    assert content() == before
+    files, sorted_ = disjoint()
+    assert sorted_ and files > 1
+    for action in pa.table(table().get_add_actions(flatten=True)).to_pylist():  # statistics hold the rows
+        rows = [r for r in before if action["min.id"] <= r["id"] <= action["max.id"]]
+        assert action["num_records"] == len(rows)
+        assert action["min.gw_batch_ts"] <= min(r["gw_batch_ts"] for r in rows)
+        assert action["max.gw_batch_ts"] >= max(r["gw_batch_ts"] for r in rows)
+    assert engine.cluster_by_id(location, set(), budget_rows=1000, file_bytes=8 * 1024) == 0  # already sorted
+
+
+def test_the_local_process_starts_without_dagster_and_before_pyarrow():
+    """Start-up is most of a no-op medallion run: local_host imports neither Dagster nor pyarrow, so the
+    engine's allocator settings precede pyarrow, pysail and deltalake; its notebook table is base's."""
+    from guidewire_pipeline.medallion.runners import base, local_host
+
+    assert local_host.NOTEBOOKS == base.NOTEBOOKS and tuple(local_host.NOTEBOOKS) == base.LAYER_ORDER
+    assert local_host.NOTEBOOKS_DIR == base.NOTEBOOKS_DIR
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, guidewire_pipeline.medallion.runners.local_host; "
+         "print(sorted(m for m in ('dagster', 'pyarrow', 'deltalake', 'pysail') if m in sys.modules))"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"

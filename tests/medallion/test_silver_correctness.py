@@ -1,19 +1,24 @@
-"""Silver against an independent plain-Python reference, through the bronze and silver assets.
+"""Silver against an independent plain-Python reference, through the bronze and silver assets, and the
+contract between silver's two apply steps (the SQL MERGE of Databricks, delta-rs under Sail).
 
 Each case is a table of its own, so one bronze run and one silver run per tick handle every case at
 once (the batching the assets promise). After every tick, each silver table must equal the reference
-computed from all raw change rows delivered so far."""
+computed from all raw change rows delivered so far. The contract test runs the same cases through both
+apply steps on the local Spark engine and compares the two silver tables row by row."""
 
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pyarrow as pa
+import pytest
 from deltalake import DeltaTable
 
+from guidewire_pipeline.medallion.runners.base import NOTEBOOKS_DIR
 from guidewire_pipeline.raw.partitions import BRONZE_ASSET_KEY, GUIDEWIRE_TABLES, SILVER_ASSET_KEY
 from guidewire_pipeline.settings import Settings
 from tests.medallion.raw_tables import (
@@ -95,11 +100,25 @@ CASES: dict[str, list[list[dict[str, Any]]]] = {
             c(1, "00000000000000000000000101", UPDATE, "0x101"),
         ],
     ],
+    "t_delete_then_older": [
+        # Deleted, then older changes arrive in later batches (an insert among them): it stays deleted
+        # until a newer insert brings it back.
+        [c(5, "20", INSERT, "a"), c(5, "30", DELETE), c(6, "21", INSERT, "six")],
+        [c(5, "25", UPDATE, "late"), c(5, "10", INSERT, "older"), c(6, "22", DELETE)],
+        [c(5, "40", INSERT_2, "back"), c(6, "15", UPDATE, "older-than-delete")],
+    ],
     "t_replay": [
         [c(1, "01", INSERT, "one"), c(2, "02", INSERT, "two")],
         [c(1, "03", UPDATE, "one-b"), c(2, "04", DELETE)],
         # Batch 1 delivered again (same rows, new batch folder): nothing may change.
         [c(1, "01", INSERT, "one"), c(2, "02", INSERT, "two")],
+    ],
+    "t_replay_latest": [
+        # The current change of id 1 delivered again: the same sequence is not newer, the row stays as it
+        # was (its gw_batch_ts too), on both apply steps.
+        [c(1, "01", INSERT, "one"), c(2, "02", INSERT, "two")],
+        [c(1, "01", INSERT, "one")],
+        [c(2, "02", INSERT, "two"), c(1, "01", INSERT, "one")],
     ],
 }
 # An operation code silver must not apply (3: a before-image): its higher sequence must not win.
@@ -135,7 +154,7 @@ def latest_metadata(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> dic
 
 
 def silver_state(delta_root: Path, table: str) -> dict[int, dict[str, Any]]:
-    """Silver's current state as a reader sees it: tombstones (deleted records, chunk markers) left out."""
+    """Silver's current state as a reader sees it: tombstones (deleted records) left out; one row per id."""
     rows = [r for r in DeltaTable(str(delta_root / "silver" / table)).to_pyarrow_table().to_pylist()
             if not r["gw_deleted"]]
     ids = [r["id"] for r in rows]
@@ -201,3 +220,85 @@ def test_silver_matches_reference_after_every_tick(
     assert materialize_layers(medallion_settings, instance, tables).success
     assert versions == {t: DeltaTable(str(delta_root / "silver" / t)).version() for t in CASES}
     assert bronze_versions == {t: DeltaTable(str(delta_root / "bronze" / t)).version() for t in CASES}
+
+
+sys.path.insert(0, str(NOTEBOOKS_DIR))
+import gw_medallion_engine as engine  # noqa: E402
+
+APPLIES = {"sql": engine.SPARK_SQL, "rs": engine.DELTA_RS}  # table suffix -> silver apply step
+
+
+@pytest.fixture(scope="module")
+def spark():
+    server, session = engine.start_local_spark("main")
+    yield session
+    session.stop()
+    server.stop()
+
+
+def silver_rows(delta_root: Path, table: str) -> list[dict[str, Any]]:
+    """Every row of a silver table, tombstones included, every column, in id order."""
+    return sorted(DeltaTable(str(delta_root / "silver" / table)).to_pyarrow_table().to_pylist(), key=lambda r: r["id"])
+
+
+def test_both_silver_apply_steps_leave_the_same_silver_row_by_row(spark, tmp_path: Path):
+    """The same cases through the SQL ``MERGE INTO`` (what Databricks runs) and delta-rs' merge (what Sail
+    runs): after every run both silver tables are equal row by row and equal the reference. Runs: tick 0;
+    ticks 1 and 2 together (two chunks in one run: late, replayed, deleted-then-older changes); nothing new.
+    Savepoints: delta-rs' is exactly the last chunk's end (Delta app transaction), the SQL path's never
+    above it, below it only when the last chunk changed no row (t_replay: a replayed batch)."""
+    root = tmp_path / "delta"
+    engines = {key: engine.Engine.for_session(spark, "main", str(root), silver_apply=apply, chunk_rows=1)
+               for key, apply in APPLIES.items()}  # chunk_rows=1: every folder is a chunk of its own
+    delivered: dict[str, list[dict[str, Any]]] = {t: [] for t in CASES}
+    watermark = 1_700_000_000_000
+    for run, ticks in enumerate([[0], [1, 2], []]):
+        for tick in ticks:
+            for table, batches in CASES.items():
+                if batches[tick]:
+                    watermark += 1000
+                    rows = change_rows(batches[tick], BUSINESS)
+                    for key in APPLIES:
+                        append_raw_batch(root, f"{table}__{key}", rows, watermark)
+                    delivered[table].extend(rows.to_pylist())
+        results: dict[str, dict[str, dict[str, Any]]] = {}
+        for key, eng in engines.items():
+            names = [f"{t}__{key}" for t in CASES]
+            eng.register_local_tables(names)
+            assert {r["status"] for r in eng.bronze(names)} <= {"changed", "unchanged"}
+            results[key] = {r["name"].rsplit("__", 1)[0]: r for r in eng.silver(names)}
+            assert {r["metadata"]["silver_apply"] for r in results[key].values()} == {APPLIES[key]}
+        for table in CASES:
+            assert silver_rows(root, f"{table}__sql") == silver_rows(root, f"{table}__rs"), (table, run)
+            assert silver_state(root, f"{table}__rs") == reference_current_state(delivered[table], VALUE_COLUMNS)
+            exact = engines["rs"].silver_savepoint(f"{table}__rs")
+            lower = engines["sql"].silver_savepoint(f"{table}__sql")
+            assert exact == results["rs"][table]["metadata"]["savepoint_after"], (table, run)
+            assert lower is not None and lower <= exact, (table, run)
+        if run == 1:
+            assert engines["sql"].silver_savepoint("t_replay__sql") < engines["rs"].silver_savepoint("t_replay__rs")
+            assert engines["sql"].silver_savepoint("t_delete__sql") == engines["rs"].silver_savepoint("t_delete__rs")
+        if run == 2:  # nothing new: delta-rs' exact savepoint makes every table unchanged
+            assert {r["status"] for r in results["rs"].values()} == {"unchanged"}
+            assert results["sql"]["t_delete"]["status"] == "unchanged"
+            assert results["sql"]["t_replay"]["metadata"]["rows_out"] == 0  # re-read, nothing applied
+
+
+def test_a_chunk_whose_every_change_loses_still_records_its_end(spark, tmp_path: Path):
+    """delta-rs commits nothing when a merge changes no row; the savepoint must still reach the chunk's
+    end (an empty commit carries the app transaction), or every later run would read the chunk again."""
+    root = tmp_path / "delta"
+    eng = engine.Engine.for_session(spark, "main", str(root), silver_apply=engine.DELTA_RS)
+    append_raw_batch(root, "t_all_lose", change_rows([c(1, "05", INSERT, "new")], BUSINESS), 1_700_000_000_000)
+    append_raw_batch(root, "t_all_lose", change_rows([c(1, "03", UPDATE, "old")], BUSINESS), 1_700_000_001_000)
+    eng.register_local_tables(["t_all_lose"])
+    eng.bronze(["t_all_lose"])
+    eng.chunk_rows = 1
+    [first] = eng.silver(["t_all_lose"])
+    assert first["metadata"]["chunks"] == 2 and first["metadata"]["rows_out"] == 1
+    table = DeltaTable(str(root / "silver" / "t_all_lose"))
+    assert table.transaction_version(engine.SILVER_TXN_APP) == 1_700_000_001_000
+    assert table.history(1)[0]["operation"] == "WRITE"  # the empty commit, after the merge that changed nothing
+    [again] = eng.silver(["t_all_lose"])
+    assert again["status"] == "unchanged" and DeltaTable(str(root / "silver" / "t_all_lose")).version() == table.version()
+    assert silver_state(root, "t_all_lose") == {1: {"name": "new", "amount": c(1, "05", INSERT)["amount"]}}

@@ -11,18 +11,26 @@ session's memory catalog registers the same names over the same locations (``reg
 
 Layers (each returns one result dict per table or mart, never raises for one table's problem):
 - bronze: raw rows with ``gw_batch_ts_ms`` above bronze's savepoint, typed, appended;
-- silver: ``MERGE INTO`` with Guidewire's MERGED semantics, tombstones kept in silver itself;
+- silver: per chunk, the latest change per id (a Spark window), applied with Guidewire's MERGED
+  semantics by ``MERGE_ON``/``MERGE_UPDATE_WHEN``, deleted records kept in silver as tombstones;
 - gold: each mart's Spark SQL over views of silver that hide tombstones; replaces the gold table.
 
-Exactly-once: each layer's savepoint is derived from its own data, in the same commit as the data:
-bronze's is the greatest ``gw_batch_ts`` it holds, silver's the greatest ``gw_batch_ts`` of its rows
-(every chunk also inserts a marker tombstone carrying the chunk's end). A crash between "data written"
-and "savepoint stored" therefore cannot exist. On Databricks each commit also carries Delta's app
-transaction (``txnAppId``/``txnVersion`` = chunk end), so two concurrent identical writes are dropped by
-Delta itself; Sail ignores those options (see ``SparkFlavor``).
+Silver's apply step (``SilverApply``) has two implementations built from the same merge conditions:
+``SparkSqlSilver`` runs the SQL ``MERGE INTO`` (Databricks); ``DeltaRsSilver`` runs delta-rs'
+``DeltaTable.merge`` (Sail, whose MERGE scans the whole target: delta-rs prunes target files with the
+source's id range). The contract tests run the same fixtures through both and compare the tables.
+
+Exactly-once: no savepoint is ever written apart from the data. Bronze's savepoint is the greatest
+``gw_batch_ts`` it holds. Silver's is Delta's app transaction ``guidewire-silver`` = chunk end, in the
+merge commit itself (delta-rs), or on Databricks the greatest ``gw_batch_ts`` of silver's rows: never
+above what silver holds, so at worst a chunk whose every change lost is read again, and its MERGE,
+which carries ``txnAppId``/``txnVersion`` = chunk end, is dropped by Delta as already applied. Sail
+ignores those write options; its bronze relies on the data-derived savepoint alone.
 
 Scale: bronze and silver process the increment in chunks of whole CDA folders of about
-``chunk_rows`` rows, each chunk committed on its own.
+``chunk_rows`` rows (``DEFAULT_CHUNK_ROWS`` on Databricks, ``LOCAL_CHUNK_ROWS`` on Sail), each chunk
+committed on its own. Local silver files are kept sorted by id (``cluster_by_id``) so that a merge of
+recent changes rewrites only the few files that hold recent ids.
 """
 
 from __future__ import annotations
@@ -70,7 +78,27 @@ GOLD_STATE_PROPERTY = "guidewire.gold_state"
 # File statistics only on what the layers filter (gw_batch_ts) and merge (id, gw_seq_key) by.
 BRONZE_PROPERTIES = {"delta.dataSkippingStatsColumns": f"id,{SEQ_KEY},{BATCH_TS}", "delta.appendOnly": "true"}
 SILVER_PROPERTIES = {"delta.dataSkippingStatsColumns": f"id,{SEQ_KEY},{BATCH_TS},{DELETED}"}
-DEFAULT_CHUNK_ROWS = 5_000_000
+DEFAULT_CHUNK_ROWS = 5_000_000  # Databricks: the chunk is spread over the cluster's executors
+# Sail and delta-rs share one local process, and a chunk's memory follows its bytes more than its rows:
+# a local chunk holds at most LOCAL_CHUNK_ROWS rows and about LOCAL_CHUNK_BYTES of its table's parquet
+# (measurements in benchmarks/README.md, "Medallion").
+LOCAL_CHUNK_ROWS = 1_000_000
+LOCAL_CHUNK_BYTES = 32 * 2**20
+# Local silver files: a merge rewrites every file holding a changed id, so a change costs about one file.
+LOCAL_SILVER_FILE_BYTES = 4 * 2**20
+# One local process holds three native heaps: Sail's and pyarrow's (mimalloc) and delta-rs' (jemalloc).
+# Each keeps freed pages for seconds by default, so their peaks add up: returning them at once halved a
+# first load's peak RSS (1.48 -> 0.77 GB for 10 M rows) for more system time (benchmarks/README.md).
+LOCAL_ALLOCATOR_ENV = {"MIMALLOC_PURGE_DELAY": "0", "_RJEM_MALLOC_CONF": "dirty_decay_ms:0,muzzy_decay_ms:0"}
+SILVER_APPLY_ENV = "GW_MEDALLION_SILVER_APPLY"  # tests and diagnostics: force "spark-sql" on Sail
+SPARK_SQL, DELTA_RS = "spark-sql", "delta-rs"
+
+# Silver's merge conditions, stated once: the Spark SQL text (``silver_merge_sql``) and the delta-rs
+# builder calls (``DeltaRsSilver``) are both made of these strings.
+MERGE_TARGET, MERGE_SOURCE = "t", "s"
+MERGE_ON = f"{MERGE_TARGET}.id = {MERGE_SOURCE}.id"
+# Only a newer change replaces state: an older one (late) or the same one (replayed) never does.
+MERGE_UPDATE_WHEN = f"{MERGE_SOURCE}.{SEQ_KEY} > {MERGE_TARGET}.{SEQ_KEY}"
 FAULT_ENV = "GW_MEDALLION_FAULT_AFTER_COMMITS"  # test-only fault injection: "<layer>:<n>" kills the process
 
 GOLD_SQL_DIR = Path(__file__).resolve().parent.parent / "gold"
@@ -122,7 +150,12 @@ def start_local_spark(catalog: str = "main") -> tuple[Any, SparkSession]:
     """Start Sail in this process and connect a Spark Connect session to it: ``(server, spark)``.
 
     The session's memory catalog is named ``catalog`` (lost at exit: tables are re-registered by
-    ``register_local_tables``). Stop with ``server.stop()`` after ``spark.stop()``."""
+    ``register_local_tables``). Stop with ``server.stop()`` after ``spark.stop()``.
+
+    Called before pyarrow, pysail or deltalake is loaded (as ``local_host`` does), it also sets
+    ``LOCAL_ALLOCATOR_ENV`` (unless the variables are set already)."""
+    for name, value in LOCAL_ALLOCATOR_ENV.items():
+        os.environ.setdefault(name, value)
     os.environ["SAIL_CATALOG__LIST"] = f'[{{name="{catalog}", type="memory", initial_database=["default"]}}]'
     os.environ["SAIL_CATALOG__DEFAULT_CATALOG"] = catalog
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
@@ -177,14 +210,43 @@ class Engine:
     spark: SparkSession
     catalog: str
     delta_root: str
-    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    chunk_rows: int | None = None  # None: DEFAULT_CHUNK_ROWS on Databricks, LOCAL_CHUNK_ROWS on Sail
     sail: bool = False
+    silver_apply: str | None = None  # None: DELTA_RS on Sail, SPARK_SQL elsewhere (or $GW_MEDALLION_SILVER_APPLY)
+    silver_file_bytes: int = LOCAL_SILVER_FILE_BYTES  # delta.targetFileSize of silver tables created on Sail
     commits: dict[str, int] = field(default_factory=dict)  # layer -> commits so far (fault injection)
 
     @classmethod
     def for_session(cls, spark: SparkSession, catalog: str, delta_root: str, **kwargs: Any) -> Engine:
         spark.conf.set("spark.sql.session.timeZone", "UTC")  # marts truncate instants to UTC months
         return cls(spark=spark, catalog=catalog, delta_root=delta_root, sail=is_sail(spark), **kwargs)
+
+    def rows_per_chunk(self, source: TableRef) -> int:
+        """Rows per chunk read from ``source``: the request's ``chunk_rows``, else ``DEFAULT_CHUNK_ROWS`` on
+        Databricks; on Sail ``LOCAL_CHUNK_ROWS``, or fewer so that a chunk holds about ``LOCAL_CHUNK_BYTES``
+        of ``source``'s parquet (its bytes per row from the log's file sizes and row counts)."""
+        if self.chunk_rows:
+            return self.chunk_rows
+        if not self.sail:
+            return DEFAULT_CHUNK_ROWS
+        import pyarrow as pa
+        from deltalake import DeltaTable
+
+        actions = pa.table(DeltaTable(source.location, storage_options=_storage_options(source.location))
+                           .get_add_actions(flatten=True))
+        rows = sum(r or 0 for r in actions.column("num_records").to_pylist()) if actions.num_rows else 0
+        size = sum(actions.column("size_bytes").to_pylist()) if actions.num_rows else 0
+        return max(1, min(LOCAL_CHUNK_ROWS, LOCAL_CHUNK_BYTES * rows // size)) if rows and size else LOCAL_CHUNK_ROWS
+
+    def silver_writer(self, ref: TableRef) -> SilverApply:
+        """The apply step for silver table ``ref``: delta-rs under Sail, the SQL MERGE elsewhere. Raises
+        ValueError for an unknown choice, or delta-rs off Sail (it would write past Unity Catalog)."""
+        choice = self.silver_apply or os.environ.get(SILVER_APPLY_ENV) or (DELTA_RS if self.sail else SPARK_SQL)
+        if choice == SPARK_SQL:
+            return SparkSqlSilver(self, ref)
+        if choice == DELTA_RS and self.sail:
+            return DeltaRsSilver(self, ref)
+        raise ValueError(f"silver apply {choice!r}: use {SPARK_SQL!r}, or {DELTA_RS!r} on the local engine (Sail)")
 
     def ref(self, layer: str, name: str) -> TableRef:
         return table_ref(self.catalog, self.delta_root, layer, name)
@@ -319,7 +381,9 @@ class Engine:
         warnings = [] if has_changes else [
             f"{name} has no change columns {[c for c in CHANGE_COLUMNS if c not in source.columns]}: passed "
             "through without a sequence key; silver will skip it"]
-        chunks = plan_chunks(pending, self.chunk_rows)
+        chunk_rows = self.rows_per_chunk(raw)
+        chunks = plan_chunks(pending, chunk_rows)
+        held_before = self.spark.table(bronze.full_name).count() if self.exists(bronze) else 0  # the log's counts
         rows_in = 0
         for low, high, count in chunks:
             rows = source.rows(low, high)
@@ -331,7 +395,11 @@ class Engine:
             self.committed(BRONZE)
             rows_in += count
             result["metadata"]["savepoint_after"] = high
-        result["metadata"].update(rows_in=rows_in, rows_out=rows_in, chunks=len(chunks), warnings=warnings)
+        # The reconciliation check's figures: what bronze holds now against what it held plus what raw's
+        # folders delivered (both counts come from the Delta log; no scan of bronze's history).
+        held = self.spark.table(bronze.full_name).count()
+        result["metadata"].update(rows_in=rows_in, rows_out=rows_in, chunks=len(chunks), chunk_rows=chunk_rows,
+                                  warnings=warnings, bronze_rows=held, raw_rows_consumed=held_before + rows_in)
         for warning in warnings:
             LOG.warning(warning)
         return {**result, "status": "changed"}
@@ -354,7 +422,8 @@ class Engine:
             return {**result, "status": "skipped",
                     "reason": f"{name} has no change columns {missing}: without id, operation and sequence "
                               "there is no current state to compute"}
-        before = self.max_batch_ms(silver)
+        writer = self.silver_writer(silver)
+        before = writer.savepoint()
         increment = changes_table if before is None else changes_table.where(F.col(BATCH_TS) > _ts(before))
         # One pass over two narrow columns of the increment: rows per folder, and operation codes.
         counts = increment.groupBy(F.unix_millis(F.col(BATCH_TS)).alias("b"), F.col(OPERATION).alias("op")).count()
@@ -364,7 +433,8 @@ class Engine:
             per_folder[int(row["b"])] = per_folder.get(int(row["b"]), 0) + int(row["count"])
             if row["op"] not in KNOWN_OPERATIONS:
                 unknown[row["op"]] = unknown.get(row["op"], 0) + int(row["count"])
-        result["metadata"].update(savepoint_before=before, savepoint_after=before, rows_in=0, rows_out=0)
+        result["metadata"].update(savepoint_before=before, savepoint_after=before, rows_in=0, rows_out=0,
+                                  silver_apply=writer.name)
         if not per_folder:
             return {**result, "status": "unchanged", "reason": "nothing new in bronze"}
         warnings = []
@@ -373,53 +443,37 @@ class Engine:
                 f"silver {name}: ignored {sum(unknown.values())} change rows with operation codes "
                 f"{sorted(unknown, key=str)} (only {list(KNOWN_OPERATIONS)} are insert, delete, insert, update)")
             LOG.warning(warnings[-1])
-        chunks = plan_chunks(sorted(per_folder.items()), self.chunk_rows)
-        figures = {"rows_in": 0, "rows_out": 0}
+        writer.budget_rows = self.rows_per_chunk(bronze)
+        chunks = plan_chunks(sorted(per_folder.items()), writer.budget_rows)
+        figures = {"rows_in": 0, "rows_out": 0, "files_rewritten": 0, "files_reclustered": 0}
         for low, high, count in chunks:
             chunk = changes_table.where((F.col(BATCH_TS) > _ts(low)) & (F.col(BATCH_TS) <= _ts(high)))
-            merged = self._merge_chunk(name, silver, chunk, high)
-            self.committed(SILVER)
+            applied = writer.apply(self.winners(name, chunk), high)
             figures["rows_in"] += count
-            figures["rows_out"] += merged
+            for key, value in applied.items():
+                figures[key] = figures.get(key, 0) + value
             result["metadata"]["savepoint_after"] = high
-        result["metadata"].update(**figures, chunks=len(chunks), unknown_operations_ignored=sum(unknown.values()),
-                                  warnings=warnings)
+        # The uniqueness check's figures: one pass over silver's current state (its size, not bronze's history).
+        live = self.spark.table(silver.full_name).where(~F.col(DELETED))
+        [totals] = live.agg(F.count(F.lit(1)).alias("rows"), F.countDistinct("id").alias("ids")).collect()
+        result["metadata"].update(**figures, chunks=len(chunks), chunk_rows=writer.budget_rows,
+                                  unknown_operations_ignored=sum(unknown.values()),
+                                  warnings=warnings, live_rows=int(totals["rows"]), distinct_live_ids=int(totals["ids"]))
         return {**result, "status": "changed"}
 
-    def _merge_chunk(self, name: str, silver: TableRef, chunk: DataFrame, high: int) -> int:
-        """MERGE one chunk of bronze changes into silver; returns the rows MERGE reports as affected."""
+    def winners(self, name: str, chunk: DataFrame) -> DataFrame:
+        """Per id, the chunk's latest known change (largest ``gw_seq_key``; on a tie the later folder),
+        with ``gw_deleted`` = it is a delete. Raises ``TableProblem`` for a null id."""
         null_ids = chunk.where(F.col("id").isNull()).limit(1).count()
         if null_ids:
             raise TableProblem(f"{name}: bronze change rows with a null id: fix the source rows, silver cannot key them")
         known = chunk.where(F.col(OPERATION).isin(*KNOWN_OPERATIONS))
         latest = Window.partitionBy("id").orderBy(F.col(SEQ_KEY).desc(), F.col(BATCH_TS).desc())
-        winners = (known.withColumn("__rank", F.row_number().over(latest)).where(F.col("__rank") == 1)
-                   .drop("__rank").withColumn(DELETED, F.col(OPERATION) == F.lit(DELETE)))
-        source = winners.unionByName(self._marker(winners.schema, high), allowMissingColumns=True)
-        self.ensure_table(silver, source.schema, SILVER_PROPERTIES)
-        target_columns = set(self.spark.table(silver.full_name).columns)
-        evolve = " WITH SCHEMA EVOLUTION" if set(source.columns) - target_columns else ""
-        view = f"gw_silver_source_{name}"
-        source.createOrReplaceTempView(view)
-        with self._txn(SILVER_TXN_APP, high):
-            answer = self.spark.sql(
-                f"MERGE{evolve} INTO {silver.quoted} AS t USING {view} AS s ON t.id = s.id "
-                f"WHEN MATCHED AND s.{SEQ_KEY} > t.{SEQ_KEY} THEN UPDATE SET * "
-                "WHEN NOT MATCHED THEN INSERT *"
-            ).collect()
-        self.spark.catalog.dropTempView(view)
-        return _affected_rows(answer)
+        return (known.withColumn("__rank", F.row_number().over(latest)).where(F.col("__rank") == 1)
+                .drop("__rank").withColumn(DELETED, F.col(OPERATION) == F.lit(DELETE)))
 
-    def _marker(self, schema: T.StructType, high: int) -> DataFrame:
-        """A tombstone with id = -<chunk end ms>: it carries the chunk's end into silver, so silver's
-        savepoint advances with the commit even when every change of the chunk lost to newer state."""
-        id_type = schema["id"].dataType
-        return self.spark.range(1).select(
-            (F.lit(-high).cast(id_type)).alias("id"),
-            F.lit("").alias(SEQ_KEY),
-            _ts(high).alias(BATCH_TS),
-            F.lit(True).alias(DELETED),
-        )
+    def silver_savepoint(self, table: str) -> int | None:
+        return self.silver_writer(self.ref(SILVER, table)).savepoint()
 
     # ----------------------------------------------------------------- gold
 
@@ -444,6 +498,7 @@ class Engine:
                         "reason": f"silver table {self.ref(SILVER, table).full_name} does not exist: "
                                   f"materialize silver for {table} (or drop mart {mart})"}
         savepoints = {table: self.current_view(table) for table in inputs}
+        result["metadata"]["input_rows"] = sum(self.spark.table(table).count() for table in inputs)  # live rows
         # Same inputs (their savepoints) and same SQL give the same mart: nothing to write.
         state = hashlib.sha256(json.dumps({"inputs": savepoints, "sql": sql}, sort_keys=True).encode()).hexdigest()
         result["metadata"]["input_savepoints"] = savepoints
@@ -465,11 +520,11 @@ class Engine:
 
     def current_view(self, table: str) -> int | None:
         """Register ``table`` (unqualified, as the marts name it) as a view of silver's current state:
-        tombstones (deleted records, chunk markers) hidden, ``gw_deleted`` dropped. Returns silver's savepoint."""
+        tombstones (deleted records) hidden, ``gw_deleted`` dropped. Returns silver's savepoint."""
         silver = self.ref(SILVER, table)
         current = self.spark.table(silver.full_name).where(~F.col(DELETED)).drop(DELETED)
         current.createOrReplaceTempView(table)
-        return self.max_batch_ms(silver)
+        return self.silver_savepoint(table)
 
     # ----------------------------------------------------------------- per table
 
@@ -572,6 +627,292 @@ def to_bronze(rows: DataFrame, has_changes: bool) -> DataFrame:
         digits = F.regexp_replace(F.lower(F.trim(F.col(SEQVAL_HEX))), "^0+", "")
         columns.append(F.lpad(digits, SEQ_KEY_WIDTH, "0").alias(SEQ_KEY))
     return rows.select(*columns)
+
+
+# --------------------------------------------------------------------------------------- silver apply
+
+
+def silver_merge_sql(target: str, source_view: str, evolve: bool) -> str:
+    """Silver's ``MERGE INTO`` text, from ``MERGE_ON`` and ``MERGE_UPDATE_WHEN``; ``evolve`` adds WITH SCHEMA
+    EVOLUTION (the source has columns the target lacks)."""
+    return (f"MERGE{' WITH SCHEMA EVOLUTION' if evolve else ''} INTO {target} AS {MERGE_TARGET} "
+            f"USING {source_view} AS {MERGE_SOURCE} ON {MERGE_ON} "
+            f"WHEN MATCHED AND {MERGE_UPDATE_WHEN} THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
+
+
+class SilverApply:
+    """Applies one chunk's winners to one silver table, and reads that table's savepoint.
+
+    Contract, for every implementation (``tests/medallion/test_silver_correctness.py`` runs the same
+    fixtures through both): the same chunks applied in the same order leave the same rows in silver;
+    applying a chunk again changes no row (``MERGE_UPDATE_WHEN`` is strict, tombstones stay); ``savepoint()``
+    is None before the first chunk and never above the end of the last chunk applied, so resuming from it
+    loses nothing. ``apply`` commits the chunk's data at most once and counts it (``Engine.committed``)."""
+
+    name = ""
+
+    def __init__(self, engine: Engine, ref: TableRef, budget_rows: int = LOCAL_CHUNK_ROWS):
+        self.engine, self.ref = engine, ref
+        self.budget_rows = budget_rows  # rows a chunk may hold in memory (the engine sets it per table)
+
+    def savepoint(self) -> int | None:
+        """The end (epoch ms) of the last chunk applied, or a lower bound of it; None: nothing applied."""
+        raise NotImplementedError
+
+    def apply(self, winners: DataFrame, high: int) -> dict[str, int]:
+        """Merge ``winners`` (one row per id) as the chunk ending at ``high``; returns figures (``rows_out``...)."""
+        raise NotImplementedError
+
+
+class SparkSqlSilver(SilverApply):
+    """The SQL ``MERGE INTO`` (Databricks). Savepoint: the greatest ``gw_batch_ts`` of silver's rows, a lower
+    bound (a chunk whose every change lost leaves no row of its own); its re-run changes no row, and
+    Databricks drops that MERGE as a repeated ``txnAppId``/``txnVersion``."""
+
+    name = SPARK_SQL
+
+    def savepoint(self) -> int | None:
+        return self.engine.max_batch_ms(self.ref)
+
+    def apply(self, winners: DataFrame, high: int) -> dict[str, int]:
+        engine, silver = self.engine, self.ref
+        engine.ensure_table(silver, winners.schema, SILVER_PROPERTIES)
+        evolve = bool(set(winners.columns) - set(engine.spark.table(silver.full_name).columns))
+        view = f"gw_silver_source_{silver.name}"
+        winners.createOrReplaceTempView(view)
+        with engine._txn(SILVER_TXN_APP, high):
+            answer = engine.spark.sql(silver_merge_sql(silver.quoted, view, evolve)).collect()
+        engine.spark.catalog.dropTempView(view)
+        engine.committed(SILVER)
+        return {"rows_out": _affected_rows(answer)}
+
+
+class DeltaRsSilver(SilverApply):
+    """Sail only: delta-rs ``DeltaTable.merge`` with the same conditions, the winners pulled from Sail as
+    Arrow. Sail's own MERGE reads the whole target; delta-rs (``streamed_exec=False``) prunes target files
+    to the source's id range with the files' id statistics, and ``cluster_by_id`` keeps those ranges narrow.
+    Savepoint: Delta's app transaction ``guidewire-silver`` = chunk end, in the merge commit itself (an empty
+    commit carries it when no row changed); a table without one (written by the SQL path) falls back to
+    ``SparkSqlSilver``'s."""
+
+    name = DELTA_RS
+
+    def _table(self) -> Any:
+        from deltalake import DeltaTable
+
+        return DeltaTable(self.ref.location, storage_options=_storage_options(self.ref.location))
+
+    def savepoint(self) -> int | None:
+        if not self.engine.exists(self.ref):
+            return None
+        version = self._table().transaction_version(SILVER_TXN_APP)
+        return int(version) if version is not None else self.engine.max_batch_ms(self.ref)
+
+    def apply(self, winners: DataFrame, high: int) -> dict[str, int]:
+        import pyarrow as pa
+        from deltalake import CommitProperties, Transaction, write_deltalake
+
+        engine, silver = self.engine, self.ref
+        engine.ensure_table(silver, winners.schema,
+                            {**SILVER_PROPERTIES, "delta.targetFileSize": str(engine.silver_file_bytes)})
+        table = self._table()  # one snapshot for the whole chunk: delta-rs updates it with each commit
+        target = pa.schema(table.schema().to_arrow())
+        source = _conform(winners.toArrow(), target)
+        before = set(_paths(table))
+        version = table.version()
+        savepoint = CommitProperties(app_transactions=[Transaction(SILVER_TXN_APP, int(high))])
+        metrics = (
+            table.merge(source, MERGE_ON, source_alias=MERGE_SOURCE, target_alias=MERGE_TARGET,
+                        merge_schema=bool(set(source.column_names) - set(target.names)),
+                        streamed_exec=False,  # True drops the source statistics that prune the target's files
+                        commit_properties=savepoint)
+            .when_matched_update_all(predicate=MERGE_UPDATE_WHEN)
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        del source
+        if table.version() == version:  # no row changed, so delta-rs made no commit: record the end
+            write_deltalake(table, target.empty_table(), mode="append", commit_properties=savepoint,
+                            storage_options=_storage_options(silver.location))
+        engine.committed(SILVER)
+        reclustered = cluster_by_id(table, before, self.budget_rows, engine.silver_file_bytes)
+        return {"rows_out": int(metrics.get("num_target_rows_inserted") or 0)
+                + int(metrics.get("num_target_rows_updated") or 0),
+                "files_rewritten": int(metrics.get("num_target_files_removed") or 0),
+                "files_reclustered": reclustered}
+
+
+def _conform(source: Any, target: Any) -> Any:
+    """``source`` (Arrow) with each column the target has cast to the target's type (Sail's Arrow types and
+    nullability differ in details); columns the target lacks keep theirs (schema evolution)."""
+    import pyarrow as pa
+
+    fields = [target.field(f.name).with_nullable(True) if f.name in target.names else f for f in source.schema]
+    return source.cast(pa.schema(fields))
+
+
+def _paths(table: Any) -> list[str]:
+    import pyarrow as pa
+
+    return [str(p) for p in pa.table(table.get_add_actions(flatten=True)).column("path").to_pylist()]
+
+
+def _id_ranges(table: Any) -> list[tuple[int, int, int, str, int]] | None:
+    """``(min id, max id, rows, path, bytes)`` of every file, from the log; None without id statistics."""
+    import pyarrow as pa
+
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if "min.id" not in actions.column_names or not pa.types.is_integer(actions.schema.field("min.id").type):
+        return None
+    rows = actions.select(["min.id", "max.id", "num_records", "path", "size_bytes"]).to_pylist()
+    if any(r["min.id"] is None or r["max.id"] is None for r in rows):
+        return None
+    return [(int(r["min.id"]), int(r["max.id"]), int(r["num_records"] or 0), str(r["path"]), int(r["size_bytes"]))
+            for r in rows]
+
+
+def cluster_by_id(table: Any, before: set[str], budget_rows: int, file_bytes: int) -> int:
+    """Keep a silver table's files disjoint id ranges after a merge. delta-rs writes a merge's output in
+    join order and from parallel writers, so each new file would span the whole id range the merge touched;
+    every later merge would then touch them all, and that range would only grow. The files added since
+    ``before`` (paths), with every file whose id range overlaps theirs, are replaced by files of about
+    ``file_bytes`` written here in id order, in one commit of ``dataChange=false`` actions (the rows are
+    exactly the same). Memory: about ``budget_rows`` rows at a time (a larger range is sorted bucket by
+    bucket through a scratch directory). ``table``: a location or an open ``DeltaTable`` (at its latest
+    version). Returns the number of files replaced; 0 when already disjoint."""
+    import tempfile
+    import uuid
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+    from deltalake import CommitProperties, DeltaTable
+    from deltalake.fs import DeltaStorageHandler
+    from deltalake.transaction import AddAction, RemoveAction
+
+    if isinstance(table, str):
+        table = DeltaTable(table, storage_options=_storage_options(table))
+    files = _id_ranges(table) or []
+    added = [f for f in files if f[3] not in before]
+    if not added:
+        return 0
+    lo, hi = min(f[0] for f in added), max(f[1] for f in added)
+    while True:  # widen to every file that straddles the range, so that each is replaced whole
+        group = [f for f in files if f[0] <= hi and f[1] >= lo]
+        wider = (min(f[0] for f in group), max(f[1] for f in group))
+        if wider == (lo, hi):
+            break
+        lo, hi = wider
+    ordered = sorted(group)
+    if all(a[1] < b[0] for a, b in zip(ordered, ordered[1:], strict=False)):
+        return 0
+    rows = sum(f[2] for f in group)
+    rows_per_file = max(1, file_bytes * rows // max(1, sum(f[4] for f in group)))
+    stats_columns = (table.metadata().configuration.get("delta.dataSkippingStatsColumns") or "id").split(",")
+    # A dataset of the group's files only (the table's own would list every file of the table).
+    filesystem = pafs.PyFileSystem(DeltaStorageHandler(table.table_uri, _storage_options(table.table_uri),
+                                                       {f[3]: f[4] for f in group}))
+    parquet = pads.ParquetFileFormat()
+    dataset = pads.FileSystemDataset([parquet.make_fragment(f[3], filesystem=filesystem) for f in group],
+                                     pa.schema(table.schema().to_arrow()), parquet, filesystem)
+    now = int(time.time() * 1000)
+    actions: list[Any] = []
+
+    def write(part: Any) -> None:
+        path = f"part-{uuid.uuid4()}-c000.gw-clustered.snappy.parquet"
+        pq.write_table(part, path, filesystem=dataset.filesystem, compression="snappy")
+        actions.append(AddAction(path=path, size=dataset.filesystem.get_file_info(path).size, partition_values={},
+                                 modification_time=now, data_change=False, stats=_delta_stats(part, stats_columns)))
+
+    in_range = (pc.field("id") >= lo) & (pc.field("id") <= hi)
+    with tempfile.TemporaryDirectory(prefix="gw-silver-cluster-") as scratch:
+        pending: list[Any] = []
+        held = 0
+        for batch in _sorted_by_id(dataset, in_range, lo, hi, max(1, -(-rows // max(budget_rows, 1))), scratch):
+            pending.append(batch)
+            held += batch.num_rows
+            while held >= rows_per_file:  # a file is cut from the front of the id-ordered rows
+                rest = pa.Table.from_batches(pending, schema=dataset.schema)
+                ids = rest.column("id")
+                cut = rows_per_file
+                while cut < rest.num_rows and ids[cut] == ids[cut - 1]:  # an id never spans two files
+                    cut += 1
+                if cut == rest.num_rows:
+                    break
+                write(rest.slice(0, cut))
+                rest = rest.slice(cut)
+                pending, held = rest.to_batches(), rest.num_rows
+        if held:
+            write(pa.Table.from_batches(pending, schema=dataset.schema))
+    actions += [RemoveAction(path=f[3], data_change=False, deletion_timestamp=now, size=f[4],
+                             partition_values={}) for f in group]
+    table.create_write_transaction(actions, mode="append", schema=table.schema(),
+                                   commit_properties=CommitProperties(
+                                       custom_metadata={"gw_operation": "cluster silver by id"}))
+    return len(group)
+
+
+def _delta_stats(rows: Any, columns: Sequence[str]) -> str:
+    """The Delta log statistics of one file's ``rows`` (Arrow) for ``columns``: row count, null counts, and
+    min/max for integer, boolean, string and UTC timestamp columns (others have none, so readers read the
+    file). Timestamps are widened to whole milliseconds, the log's precision."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    minimum: dict[str, Any] = {}
+    maximum: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    for name in (c for c in columns if c in rows.column_names):
+        column = rows.column(name)
+        nulls[name] = column.null_count
+        if column.null_count == len(column):
+            continue
+        kind = column.type
+        if pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_string(kind):
+            bounds = pc.min_max(column)
+            minimum[name], maximum[name] = bounds["min"].as_py(), bounds["max"].as_py()
+        elif pa.types.is_timestamp(kind) and kind.tz is not None:
+            micros = pc.min_max(column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()))
+            low, high = micros["min"].as_py() // 1000, -(-micros["max"].as_py() // 1000)
+            minimum[name], maximum[name] = _iso_ms(low), _iso_ms(high)
+    return json.dumps({"numRecords": rows.num_rows, "minValues": minimum, "maxValues": maximum, "nullCount": nulls})
+
+
+def _iso_ms(epoch_ms: int) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    instant = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=epoch_ms)
+    return instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z"
+
+
+def _sorted_by_id(dataset: Any, in_range: Any, lo: int, hi: int, buckets: int, scratch: str) -> Iterator[Any]:
+    """The rows of ``dataset`` matching ``in_range`` as batches in id order: sorted in memory when
+    ``buckets`` is 1, else split into ``buckets`` equal id ranges spilled to ``scratch`` and sorted one by one."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if buckets == 1:
+        yield from dataset.to_table(filter=in_range).sort_by("id").to_batches()
+        return
+    writers: dict[int, Any] = {}
+    try:
+        # One file and two batches in flight: the defaults read ahead 4 files and 16 batches.
+        scanner = dataset.scanner(filter=in_range, batch_size=64 * 1024, batch_readahead=2, fragment_readahead=1)
+        for batch in scanner.to_batches():
+            ids = batch.column("id").to_numpy(zero_copy_only=False)
+            index = np.minimum(((ids - lo) / (hi - lo + 1) * buckets).astype(np.int64), buckets - 1)
+            for bucket in (int(b) for b in np.unique(index)):
+                if bucket not in writers:
+                    writers[bucket] = pq.ParquetWriter(f"{scratch}/{bucket}.parquet", dataset.schema)
+                writers[bucket].write_batch(batch.filter(pa.array(index == bucket)))
+    finally:
+        for writer in writers.values():
+            writer.close()
+    for bucket in sorted(writers):
+        yield from pq.read_table(f"{scratch}/{bucket}.parquet").sort_by("id").to_batches()
 
 
 # --------------------------------------------------------------------------------------- raw readers
@@ -704,7 +1045,7 @@ def run_notebook(spark: SparkSession, dbutils: Any, layer: str) -> str:
         if not request.get(key):
             raise ValueError(f"notebook parameter 'request' has no {key!r}: pass the JSON the runner builds")
     engine = Engine.for_session(spark, request["catalog"], request["delta_root"],
-                                chunk_rows=int(request.get("chunk_rows") or DEFAULT_CHUNK_ROWS))
+                                chunk_rows=int(request.get("chunk_rows") or 0) or None)
     # Tables an earlier task of this run failed (task values; only tasks this run has).
     layers = request.get("layers") or [BRONZE, SILVER, GOLD]
     upstream_failed: dict[str, str] = {}
