@@ -2,7 +2,8 @@
 
 Checks (evaluated from the figures each engine result carries; a check whose figures the engine did
 not report is not evaluated, rather than guessed):
-- bronze ``reconciles_with_raw``: bronze holds exactly the raw rows up to its savepoint;
+- bronze ``reconciles_with_raw``: a run that appended to bronze left it holding exactly what it held
+  plus the raw rows of the folders it consumed (no row lost or doubled by the append);
 - silver ``one_row_per_id`` (blocking): the live rows are the distinct ids; a silver that fails it must
   not feed gold;
 - gold ``not_empty``: a mart whose inputs hold rows is not empty.
@@ -24,7 +25,7 @@ BRONZE_RECONCILES = "reconciles_with_raw"
 SILVER_UNIQUE = "one_row_per_id"
 GOLD_NOT_EMPTY = "not_empty"
 CHECKS: dict[str, list[tuple[str, str, bool]]] = {  # layer -> (name, description, blocking)
-    "bronze": [(BRONZE_RECONCILES, "Bronze holds exactly the raw rows up to its savepoint.", False)],
+    "bronze": [(BRONZE_RECONCILES, "Bronze grew by exactly the raw rows of the folders it consumed.", False)],
     SILVER: [(SILVER_UNIQUE, "One live row per id: the live rows equal the distinct ids (blocks gold).", True)],
     "gold": [(GOLD_NOT_EMPTY, "The mart is not empty when its inputs hold rows.", False)],
 }
@@ -35,7 +36,8 @@ def evaluate(layer: str, metadata: Mapping[str, Any]) -> list[CheckRecord]:
     if layer == "bronze" and {"bronze_rows", "raw_rows_consumed"} <= metadata.keys():
         held, expected = int(metadata["bronze_rows"]), int(metadata["raw_rows_consumed"])
         return [CheckRecord(BRONZE_RECONCILES, held == expected,
-                            f"Bronze holds {held:,} change rows; raw holds {expected:,} up to bronze's savepoint.",
+                            f"Bronze holds {held:,} change rows; expected {expected:,} (its rows before this run plus "
+                            "the raw folders it consumed).",
                             {"bronze_rows": held, "raw_rows_consumed": expected})]
     if layer == SILVER and {"live_rows", "distinct_live_ids"} <= metadata.keys():
         rows, ids = int(metadata["live_rows"]), int(metadata["distinct_live_ids"])

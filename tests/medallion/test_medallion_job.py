@@ -259,7 +259,22 @@ def test_medallion_job_bronze_silver_gold(
         1_700_000_002_000,
     )
 
-    assert run_medallion_job(medallion_settings, instance).success
+    second = run_medallion_job(medallion_settings, instance)
+    assert second.success
+    # Every table and mart that changed was checked, from the engine's own figures, and passed.
+    checked = {(e.asset_key.path[-1], e.partition, e.check_name): (e.passed, e.metadata)
+               for e in second.get_asset_check_evaluations()}
+    assert {k: passed for k, (passed, _) in checked.items()} == {
+        ("cda_bronze", "cc_claim", "reconciles_with_raw"): True,
+        ("cda_bronze", "pc_policyperiod", "reconciles_with_raw"): True,
+        ("cda_silver", "cc_claim", "one_row_per_id"): True,
+        ("cda_silver", "pc_policyperiod", "one_row_per_id"): True,
+        ("claims_by_state_month", None, "not_empty"): True,
+        ("policies_in_force_by_month", None, "not_empty"): True,
+    }
+    # Claims: 4 rows of batch 1 and 2 of batch 2; 3 live of 4 ids (claim 4 deleted).
+    assert checked[("cda_bronze", "cc_claim", "reconciles_with_raw")][1]["bronze_rows"].value == 6
+    assert checked[("cda_silver", "cc_claim", "one_row_per_id")][1]["live_rows"].value == 3
     claims = sorted(gold_rows(delta_root, "claims_by_state_month"), key=lambda r: r["loss_state"])
     assert [(r["loss_state"], str(r["loss_month"])) for r in claims] == [
         ("CA", "2024-01-01"),
