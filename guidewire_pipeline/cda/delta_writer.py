@@ -231,7 +231,7 @@ class _ProgressTracker:
         self.total_batches, self.total_bytes = len(plan.batches), plan.pending_bytes
         self.done_batches = self.done_bytes = self.rows = 0
         self.started = time.monotonic()
-        if progress and plan.batches:
+        if progress and plan.batches and groups > 1:  # a one-commit table says it all in its commit line
             progress(f"{table}: {self.total_batches} pending CDA batches, {plan.pending_files} files, "
                      f"{_mb(self.total_bytes)}, in {groups} commit(s)")
 

@@ -72,9 +72,14 @@ class PendingBatch:
 class CommitBudget:
     """How much one Delta commit may cover. A batch is never split: one larger than the budget is a
     commit of its own. Deep copies are sized by parquet bytes, shallow ones by files (their commit
-    carries one add action per file), both capped in batches."""
+    carries one add action per file), both capped in batches.
 
-    max_bytes: int = 512 * 2**20
+    The defaults come from benchmark 1's sweep (``benchmarks/deep_clone.py``): from 16 MiB per commit
+    on, the time no longer drops, while the writer's memory grows with the group (delta-rs holds each
+    output file in memory until it is written). 64 MiB keeps a load's peak near what one folder
+    costs, and commits a 2 GB first load in about 32 commits."""
+
+    max_bytes: int = 64 * 2**20
     max_files: int = 1_000
     max_batches: int = 1_000
 

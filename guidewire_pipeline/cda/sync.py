@@ -40,12 +40,15 @@ from guidewire_pipeline.lakehouse import RAW, Lakehouse
 _ray_lock = threading.Lock()
 
 
-# Heavy work runs on Ray: local by default, a cluster with RAY_ADDRESS. A run without a cluster
-# address whose pending parquet is at most this size loads on threads in the driver instead: a local
-# Ray takes 4-8 s to start on 2 cores, about what loading 256 MB takes (~40 MB/s measured in
-# benchmarks/), so below that Ray would cost more than the work. pyarrow and delta-rs release the
-# GIL, so the threads use every core. Tune with the I/O manager's `driver_max_bytes` (0: always Ray).
-DRIVER_MAX_BYTES = 256 * 2**20
+# Heavy work runs on Ray: local by default, a cluster with RAY_ADDRESS. Without a cluster address, a
+# run whose pending parquet is at most DRIVER_MAX_BYTES loads on threads in the run's process instead.
+# On one machine a local Ray only adds cost: its start (4-8 s on 2 cores) and moving the work into
+# worker processes (benchmark 1: 0.89 GB in 19.4 s on local Ray against 10.7 s on threads;
+# benchmark 5: 2.5 GB peak RSS against 1.6 GB). pyarrow and delta-rs release the GIL, so the threads
+# use every core. Past this size (a first load of many large tables), local Ray's memory-aware
+# scheduling (each task declares its memory) is what keeps the machine from swapping. Tune with the
+# I/O manager's `driver_max_bytes` (0: always Ray).
+DRIVER_MAX_BYTES = 4 * 2**30
 SHALLOW_THREADS = 8  # shallow loads wait on storage (footers, commits), not on CPU
 PROGRESS_INTERVAL_S = 1.0  # how often waiting loops forward the tables' progress lines
 # A deep load streams record batches: benchmark 5 (memory) measured 669 MB for the whole process
@@ -111,7 +114,7 @@ def sync_tables(
     settings = ray or RaySettings()
     load = _Load(delta_root, clone_mode, budget or CommitBudget(), finish, progress)
     if pending and _in_driver(pending, settings, clone_mode):
-        threads = SHALLOW_THREADS if clone_mode == "shallow" else (settings.num_cpus or os.cpu_count() or 1)
+        threads = SHALLOW_THREADS if clone_mode == "shallow" else _deep_threads(settings)
         if progress:
             progress(f"Loading {len(pending)} tables on {threads} threads in this process, without Ray "
                      f"({clone_mode}, {sum(p.pending_bytes for _, p in pending) / 1e6:.1f} MB pending)")
@@ -167,6 +170,17 @@ def _settle(entries: list[ManifestEntry], delta_root: str) -> list[TableSyncResu
         return []
     with ThreadPoolExecutor(max_workers=min(16, len(entries))) as pool:
         return list(pool.map(settle, entries))
+
+
+def _deep_threads(settings: RaySettings) -> int:
+    """Deep loads on driver threads: one per CPU, and no more than half the machine's memory holds at
+    the most a load was measured to need (``TASK_MEMORY_MAX`` each), as Ray would schedule them."""
+    cpus = settings.num_cpus or os.cpu_count() or 1
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: CPUs only
+        return cpus
+    return max(1, min(cpus, memory // 2 // TASK_MEMORY_MAX))
 
 
 def _in_driver(work: list[tuple[ManifestEntry, LoadPlan]], settings: RaySettings, clone_mode: CloneMode) -> bool:
