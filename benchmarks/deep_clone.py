@@ -37,10 +37,14 @@ from benchmarks.common import (
 )
 
 
-def floor_copy(manifest_path: Path, out: Path, *, per_folder: bool = False) -> dict[str, Any]:
+def floor_copy(manifest_path: Path, out: Path, *, per_folder: bool = False, delta: bool = False) -> dict[str, Any]:
     """Read every committed parquet file with pyarrow and write each table once as parquet, no Delta
     at all. ``per_folder``: one output file per CDA folder instead, as one Delta commit per folder
-    implies, to show what that rule itself costs."""
+    implies, to show what that rule itself costs. ``delta``: each table's rows streamed into one
+    ``write_deltalake`` call instead (delta-rs' own parquet writer and one commit: what any Delta
+    writer on delta-rs pays, with none of the engine's work)."""
+    from deltalake import write_deltalake
+
     from guidewire_pipeline.cda.load_plan import plan_table
     from guidewire_pipeline.cda.manifest import read_manifest
 
@@ -56,6 +60,10 @@ def floor_copy(manifest_path: Path, out: Path, *, per_folder: bool = False) -> d
             if not files:
                 continue
             dataset = ds.dataset([f.location.fs_path for f in files], format="parquet")
+            if delta:
+                write_deltalake(str(out / name), dataset.scanner(batch_size=64 * 1024).to_reader())
+                rows += sum(fragment.count_rows() for fragment in dataset.get_fragments())
+                continue
             with pq.ParquetWriter(str(out / f"{name}.parquet"), dataset.schema) as writer:
                 for record_batch in dataset.to_batches(batch_size=64 * 1024):
                     writer.write_batch(record_batch)
@@ -112,6 +120,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         log("floor " + ", ".join(f"{f['s']:.1f}" for f in floors) + " s")
         per_folder = floor_copy(manifest, tmp / "floor-per-folder", per_folder=True)
         log(f"floor, one file per folder {per_folder['s']:.1f} s")
+        delta_floor = floor_copy(manifest, tmp / "floor-delta", delta=True)
+        log(f"delta-rs floor {delta_floor['s']:.1f} s")
         cpus = os.cpu_count()
         runs: list[tuple[str, dict[str, Any]]] = []
 
@@ -148,6 +158,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             {"run": "floor: pyarrow read + write parquet", "s": floor["s"], "x_floor": 1.0, "rows": floor["rows"]},
             {"run": "floor, one output file per CDA folder", "s": per_folder["s"],
              "x_floor": per_folder["s"] / floor["s"], "rows": per_folder["rows"]},
+            {"run": "delta-rs floor: one write_deltalake per table, nothing else", "s": delta_floor["s"],
+             "x_floor": delta_floor["s"] / floor["s"], "rows": delta_floor["rows"]},
             *(_engine_row(label, result, floor["s"]) for label, result in runs),
             {"run": "whole process: dagster job execute ... cda_sync_job (fresh, no DAGSTER_HOME)", "s": whole["s"],
              "x_floor": whole["s"] / floor["s"]},
