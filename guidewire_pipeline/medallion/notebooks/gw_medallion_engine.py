@@ -498,13 +498,13 @@ class Engine:
                         "reason": f"silver table {self.ref(SILVER, table).full_name} does not exist: "
                                   f"materialize silver for {table} (or drop mart {mart})"}
         savepoints = {table: self.current_view(table) for table in inputs}
-        result["metadata"]["input_rows"] = sum(self.spark.table(table).count() for table in inputs)  # live rows
         # Same inputs (their savepoints) and same SQL give the same mart: nothing to write.
         state = hashlib.sha256(json.dumps({"inputs": savepoints, "sql": sql}, sort_keys=True).encode()).hexdigest()
         result["metadata"]["input_savepoints"] = savepoints
         if self.exists(gold) and self.table_property(gold, GOLD_STATE_PROPERTY) == state:
             result["metadata"]["row_count"] = self.spark.table(gold.full_name).count()
             result["metadata"]["columns"] = self.columns(gold)
+            self._empty_mart_inputs(result["metadata"], inputs)
             return {**result, "status": "unchanged", "reason": "inputs and SQL unchanged"}
         body = sql.strip().rstrip(";")  # Spark SQL reads the file's comments itself
         self.spark.sql(
@@ -516,7 +516,14 @@ class Engine:
         self.committed(GOLD)
         row_count = self.spark.table(gold.full_name).count()
         result["metadata"].update(row_count=row_count, rows_out=row_count, columns=self.columns(gold))
+        self._empty_mart_inputs(result["metadata"], inputs)
         return {**result, "status": "changed"}
+
+    def _empty_mart_inputs(self, metadata: dict[str, Any], inputs: Sequence[str]) -> None:
+        """The not-empty check's second figure, counted only when the mart is empty: the live rows of its
+        inputs (the views ``current_view`` registered). A mart with rows passes without them."""
+        if metadata.get("row_count") == 0:
+            metadata["input_rows"] = sum(self.spark.table(table).count() for table in inputs)
 
     def current_view(self, table: str) -> int | None:
         """Register ``table`` (unqualified, as the marts name it) as a view of silver's current state:
