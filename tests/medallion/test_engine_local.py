@@ -29,14 +29,6 @@ sys.path.insert(0, str(NOTEBOOKS_DIR))
 import gw_medallion_engine as engine  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def spark():
-    server, session = engine.start_local_spark("main")
-    yield session
-    session.stop()
-    server.stop()
-
-
 def _job(settings: Settings, tables: list[str]) -> dg.JobDefinition:
     @dg.op
     def medallion(context: dg.OpExecutionContext, notebook_runner: NotebookRunner) -> None:

@@ -15,7 +15,6 @@ from typing import Any
 
 import dagster as dg
 import pyarrow as pa
-import pytest
 from deltalake import DeltaTable
 
 from guidewire_pipeline.medallion.runners.base import NOTEBOOKS_DIR
@@ -227,13 +226,6 @@ import gw_medallion_engine as engine  # noqa: E402
 
 APPLIES = {"sql": engine.SPARK_SQL, "rs": engine.DELTA_RS}  # table suffix -> silver apply step
 
-
-@pytest.fixture(scope="module")
-def spark():
-    server, session = engine.start_local_spark("main")
-    yield session
-    session.stop()
-    server.stop()
 
 
 def silver_rows(delta_root: Path, table: str) -> list[dict[str, Any]]:
