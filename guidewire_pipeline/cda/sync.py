@@ -5,8 +5,9 @@ and the benchmarks all call ``sync_tables``.
 
 - Tables already at their manifest watermark are settled in the driver by a peek at their newest
   Delta commit (three small reads each), so a run with nothing to do never starts Ray.
-- Small work (at most ``driver_max_bytes`` of pending parquet, no cluster address) and shallow
-  clones (no data copied) load on threads in the driver: Ray's start-up would cost more than them.
+- Work without a cluster address up to ``driver_max_bytes`` of pending parquet (4 GiB), and shallow
+  clones (no data copied), load on threads in the driver: on one machine a local Ray costs more time
+  and memory than it saves (``DRIVER_MAX_BYTES`` below has the figures).
 - The others run as Ray tasks: on a local Ray by default, on a cluster when an address is given
   (``RAY_ADDRESS``). Ray is started or connected once per process.
 - A table's failure is its own: its result says ``failed`` with the reason, the others carry on and
