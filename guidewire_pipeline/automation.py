@@ -24,6 +24,7 @@ import dagster as dg
 FIRST_BACKOFF_S = 60
 UNLAUNCHED_AFTER_S = 15 * 60
 MAX_BACKOFF_S = 3600
+RUN_KEY_TAG = "dagster/run_key"  # Dagster tags every sensor-requested run with its request's key
 FAILED_TABLES_KEY = "failed_tables"  # step-failure metadata naming the tables a run could not do
 _DONE = {dg.DagsterRunStatus.SUCCESS}
 _FAILED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
@@ -76,8 +77,12 @@ class RunTracker:
         after their back-off) and forgets the runs that ended."""
         now = time.time() if now is None else now
         failed: list[str] = []
+        newest: dict[str, dg.DagsterRun] = {}
+        if self.runs:  # one query for every launched run (newest first), not one per run
+            for found in instance.get_runs(dg.RunsFilter(tags={RUN_KEY_TAG: list(self.runs)})):
+                newest.setdefault(found.tags.get(RUN_KEY_TAG, ""), found)
         for run_key, (requested_at, tables) in list(self.runs.items()):
-            runs = instance.get_runs(dg.RunsFilter(tags={"dagster/run_key": run_key}), limit=1)
+            runs = [newest[run_key]] if run_key in newest else []
             if not runs:
                 if now - requested_at > UNLAUNCHED_AFTER_S:
                     del self.runs[run_key]  # the request was dropped: its tables are due again now
