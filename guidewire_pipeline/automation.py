@@ -82,14 +82,13 @@ class RunTracker:
             for found in instance.get_runs(dg.RunsFilter(tags={RUN_KEY_TAG: list(self.runs)})):
                 newest.setdefault(found.tags.get(RUN_KEY_TAG, ""), found)
         for run_key, (requested_at, tables) in list(self.runs.items()):
-            runs = [newest[run_key]] if run_key in newest else []
-            if not runs:
+            run = newest.get(run_key)
+            if run is None:
                 if now - requested_at > UNLAUNCHED_AFTER_S:
                     del self.runs[run_key]  # the request was dropped: its tables are due again now
                     for table in tables:
                         self.retry[table] = [int(self.retry.get(table, [0, 0])[0]), now]
                 continue
-            run = runs[0]
             if run.status in _DONE:
                 for table in tables:
                     self.retry.pop(table, None)

@@ -43,13 +43,14 @@ def evaluate(layer: str, metadata: Mapping[str, Any]) -> list[CheckRecord]:
         rows, ids = int(metadata["live_rows"]), int(metadata["distinct_live_ids"])
         return [CheckRecord(SILVER_UNIQUE, rows == ids, f"{rows:,} live rows for {ids:,} distinct ids.",
                             {"live_rows": rows, "distinct_live_ids": ids}, dg.AssetCheckSeverity.ERROR)]
-    if layer == "gold" and "row_count" in metadata and (int(metadata["row_count"]) > 0 or "input_rows" in metadata):
+    if layer == "gold" and "row_count" in metadata:
         rows = int(metadata["row_count"])
         if rows > 0:  # the engine counts the inputs only for an empty mart
             return [CheckRecord(GOLD_NOT_EMPTY, True, f"{rows:,} rows.", {"row_count": rows})]
-        inputs = int(metadata["input_rows"])
-        return [CheckRecord(GOLD_NOT_EMPTY, inputs == 0, f"No rows, from inputs holding {inputs:,} live rows.",
-                            {"row_count": rows, "input_rows": inputs})]
+        if "input_rows" in metadata:
+            inputs = int(metadata["input_rows"])
+            return [CheckRecord(GOLD_NOT_EMPTY, inputs == 0, f"No rows, from inputs holding {inputs:,} live rows.",
+                                {"row_count": rows, "input_rows": inputs})]
     return []
 
 

@@ -152,9 +152,9 @@ def test_gold_state_property_is_rewritten_under_sail(spark, tmp_path):
     assert os.path.exists(tmp_path)
 
 
-def _disjoint(location: str) -> tuple[int, bool]:
+def _disjoint(table: str | DeltaTable) -> tuple[int, bool]:
     """(files, whether their id ranges are pairwise disjoint), from the log's statistics."""
-    ranges = sorted((f[0], f[1]) for f in engine._id_ranges(DeltaTable(location)))
+    ranges = sorted((f[0], f[1]) for f in engine._id_ranges(DeltaTable(table) if isinstance(table, str) else table))
     return len(ranges), all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))
 
 
@@ -244,18 +244,14 @@ def test_cluster_by_id_sorts_overlapping_files_in_one_commit_without_changing_a_
     def content():
         return sorted(table().to_pyarrow_table().to_pylist(), key=lambda r: (r["id"], r["v"]))
 
-    def disjoint() -> tuple[int, bool]:
-        ranges = sorted((f[0], f[1]) for f in engine._id_ranges(table()))
-        return len(ranges), all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))
-
     before, version = content(), table().version()
-    assert not disjoint()[1]
+    assert not _disjoint(table())[1]
 
     replaced = engine.cluster_by_id(location, set(), budget_rows=1000, file_bytes=8 * 1024)  # 4 buckets
 
     assert replaced == 4 and table().version() == version + 1
     assert content() == before
-    files, sorted_ = disjoint()
+    files, sorted_ = _disjoint(table())
     assert sorted_ and files > 1
     for action in pa.table(table().get_add_actions(flatten=True)).to_pylist():  # statistics hold the rows
         rows = [r for r in before if action["min.id"] <= r["id"] <= action["max.id"]]

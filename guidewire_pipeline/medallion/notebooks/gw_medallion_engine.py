@@ -64,7 +64,7 @@ BATCH_MS = "gw_batch_ts_ms"  # raw: the CDA timestamp folder of each row (epoch 
 BATCH_TS = "gw_batch_ts"  # bronze/silver: the same folder as a UTC timestamp
 FINGERPRINT = "gw_fingerprint"
 SEQ_KEY = "gw_seq_key"
-DELETED = "gw_deleted"  # silver: a tombstone (the record's latest change is a delete, or a chunk marker)
+DELETED = "gw_deleted"  # silver: a tombstone (the record's latest change is a delete)
 OPERATION = "gwcbi___operation"
 SEQVAL_HEX = "gwcbi___seqval_hex"
 CHANGE_COLUMNS = ("id", OPERATION, SEQVAL_HEX)
@@ -399,7 +399,8 @@ class Engine:
         # folders delivered (both counts come from the Delta log; no scan of bronze's history).
         held = self.spark.table(bronze.full_name).count()
         result["metadata"].update(rows_in=rows_in, rows_out=rows_in, chunks=len(chunks), chunk_rows=chunk_rows,
-                                  warnings=warnings, bronze_rows=held, raw_rows_consumed=held_before + rows_in)
+                                  warnings=warnings, bronze_rows=held, raw_rows_consumed=held_before + rows_in,
+                                  row_count=held)
         for warning in warnings:
             LOG.warning(warning)
         return {**result, "status": "changed"}
@@ -544,7 +545,8 @@ class Engine:
                 ref = self.ref(layer, name)
                 if self.exists(ref):
                     result["metadata"]["columns"] = self.columns(ref)
-                    if layer == BRONZE:  # Delta answers a plain count from the log's statistics
+                    if layer == BRONZE and "row_count" not in result["metadata"]:  # counted by a changed run
+                        # Delta answers a plain count from the log's statistics
                         result["metadata"]["row_count"] = self.spark.table(ref.full_name).count()
         except Exception as error:  # one table's problem is reported for that table
             LOG.error(f"{layer} {name} failed: {error}\n{traceback.format_exc()}")
